@@ -1,0 +1,213 @@
+//! Bounded channels between subtasks, and the events they carry.
+//!
+//! One channel connects one producer subtask to one consumer subtask, so a consumer can tell
+//! its inputs apart: watermarks are tracked per channel, and checkpoint barriers will block or
+//! overtake per channel. A channel holds at most `capacity` events (record batches), which gives
+//! backpressure: a fast producer blocks until its consumer catches up. All channels into one
+//! consumer share a [`Notify`], so the consumer sleeps on one condition variable.
+
+use crate::record::Record;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// What travels on a channel.
+#[derive(Debug)]
+pub enum Event<T> {
+    /// A batch of records.
+    Batch(Vec<Record<T>>),
+    /// No record with a smaller timestamp will follow on this channel.
+    Watermark(i64),
+    /// The producer is idle: leave this channel out of the watermark until data comes again.
+    Idle,
+    /// The producer has no more data.
+    End,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a task panicked; the job fails through that task's own result, so
+    // the data behind the lock is still safe to read here.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Wakes a consumer when any of its channels gets an event.
+#[derive(Debug, Default)]
+pub struct Notify {
+    seq: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Notify {
+    /// A new notifier.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The current sequence number; pass it to [`Notify::wait`].
+    pub fn seq(&self) -> u64 {
+        *lock(&self.seq)
+    }
+
+    fn notify(&self) {
+        let mut s = lock(&self.seq);
+        *s = s.wrapping_add(1);
+        self.cv.notify_one();
+    }
+
+    /// Sleeps until something was sent after `seen` was read, or `timeout` passes.
+    pub fn wait(&self, seen: u64, timeout: Duration) {
+        let s = lock(&self.seq);
+        if *s == seen {
+            let _ = self.cv.wait_timeout(s, timeout);
+        }
+    }
+}
+
+struct Shared<T> {
+    queue: Mutex<VecDeque<Event<T>>>,
+    not_full: Condvar,
+    capacity: usize,
+    consumer: Arc<Notify>,
+    receiver_gone: AtomicBool,
+}
+
+/// The producing end of a channel.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// The consuming end of a channel.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// Why a send did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The job is being cancelled.
+    Cancelled,
+    /// The consumer has stopped.
+    Disconnected,
+}
+
+/// A channel with room for `capacity` events, waking `consumer` on every send; blocked senders
+/// give up when `cancel` is set.
+pub fn channel<T>(
+    capacity: usize,
+    consumer: Arc<Notify>,
+    cancel: Arc<AtomicBool>,
+) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::with_capacity(capacity)),
+        not_full: Condvar::new(),
+        capacity: capacity.max(1),
+        consumer,
+        receiver_gone: AtomicBool::new(false),
+    });
+    (Sender { shared: shared.clone(), cancel }, Receiver { shared })
+}
+
+impl<T> Sender<T> {
+    /// Appends an event, waiting while the channel is full.
+    pub fn send(&self, ev: Event<T>) -> Result<(), SendError> {
+        let mut q = lock(&self.shared.queue);
+        while q.len() >= self.shared.capacity {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(SendError::Cancelled);
+            }
+            if self.shared.receiver_gone.load(Ordering::Relaxed) {
+                return Err(SendError::Disconnected);
+            }
+            q = self
+                .shared
+                .not_full
+                .wait_timeout(q, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        q.push_back(ev);
+        drop(q);
+        self.shared.consumer.notify();
+        Ok(())
+    }
+
+    /// Puts an event at the head of the queue, ahead of everything waiting and regardless of
+    /// capacity: the way a barrier overtakes in-flight data.
+    pub fn send_priority(&self, ev: Event<T>) {
+        lock(&self.shared.queue).push_front(ev);
+        self.shared.consumer.notify();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Takes the next event if there is one.
+    pub fn try_recv(&self) -> Option<Event<T>> {
+        let mut q = lock(&self.shared.queue);
+        let ev = q.pop_front();
+        if ev.is_some() {
+            drop(q);
+            self.shared.not_full.notify_one();
+        }
+        ev
+    }
+
+    /// Events queued right now.
+    pub fn len(&self) -> usize {
+        lock(&self.shared.queue).len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes and returns everything queued (for persisting in-flight data).
+    pub fn drain(&self) -> Vec<Event<T>> {
+        let v: Vec<_> = lock(&self.shared.queue).drain(..).collect();
+        self.shared.not_full.notify_all();
+        v
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.shared.receiver_gone.store(true, Ordering::Relaxed);
+        self.shared.not_full.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_with_priority_and_backpressure() {
+        let n = Notify::new();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = channel::<u32>(2, n.clone(), cancel.clone());
+        tx.send(Event::Watermark(1)).unwrap();
+        tx.send(Event::Watermark(2)).unwrap();
+        tx.send_priority(Event::Idle);
+        assert!(matches!(rx.try_recv(), Some(Event::Idle)));
+        assert!(matches!(rx.try_recv(), Some(Event::Watermark(1))));
+        // Full again after one more send; a cancelled sender gives up instead of blocking.
+        tx.send(Event::Watermark(3)).unwrap();
+        cancel.store(true, Ordering::Relaxed);
+        assert_eq!(tx.send(Event::End), Err(SendError::Cancelled));
+        assert_eq!(rx.drain().len(), 2);
+    }
+
+    #[test]
+    fn blocked_sender_resumes_when_consumer_reads() {
+        let n = Notify::new();
+        let (tx, rx) = channel::<u32>(1, n.clone(), Arc::new(AtomicBool::new(false)));
+        tx.send(Event::Watermark(1)).unwrap();
+        let h = std::thread::spawn(move || tx.send(Event::Watermark(2)));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(matches!(rx.try_recv(), Some(Event::Watermark(1))));
+        h.join().unwrap().unwrap();
+        assert!(matches!(rx.try_recv(), Some(Event::Watermark(2))));
+    }
+}

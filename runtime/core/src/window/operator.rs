@@ -1,0 +1,410 @@
+//! The window operator: keeps one accumulator per key and window, fires windows when the
+//! watermark passes their end, keeps them for the allowed lateness (re-firing on late records),
+//! and routes records that are too late to a side output.
+
+use super::{AggregateFunction, ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext};
+use crate::error::OperatorError;
+use crate::key::{Data, Key, StateValue};
+use crate::operator::{Operator, Output};
+use crate::record::{NO_TIMESTAMP, Record};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// What a window operator emits: results, and (when asked for) records too late for any window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WindowOutput<O, T> {
+    /// A window result.
+    Result(O),
+    /// A record that arrived after its windows' allowed lateness.
+    Late(T),
+}
+
+/// How a window's contents are kept and turned into results.
+pub trait WindowContents<K, T>: Clone + Send + 'static {
+    /// Per-window state.
+    type Acc: StateValue;
+    /// Result type.
+    type Out: Data;
+    /// Fresh state.
+    fn create(&self) -> Self::Acc;
+    /// Adds a record.
+    fn add(&self, acc: &mut Self::Acc, value: T);
+    /// Merges `other` into `acc`.
+    fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
+    /// Evaluates the window.
+    fn emit(&mut self, key: &K, ctx: &WindowContext, acc: &Self::Acc, out: &mut Vec<Self::Out>);
+}
+
+/// Contents = an incremental aggregate, emitted as its result.
+#[derive(Clone)]
+pub struct AggContents<A, ACC, R> {
+    pub(crate) agg: A,
+    pub(crate) _p: PhantomData<fn() -> (ACC, R)>,
+}
+
+impl<K, T, A, ACC, R> WindowContents<K, T> for AggContents<A, ACC, R>
+where
+    A: AggregateFunction<T, ACC, R>,
+    ACC: StateValue,
+    R: Data,
+{
+    type Acc = ACC;
+    type Out = R;
+    fn create(&self) -> ACC {
+        self.agg.create_accumulator()
+    }
+    #[inline]
+    fn add(&self, acc: &mut ACC, value: T) {
+        self.agg.add(acc, value)
+    }
+    fn merge(&self, acc: &mut ACC, other: ACC) {
+        self.agg.merge(acc, other)
+    }
+    fn emit(&mut self, _key: &K, _ctx: &WindowContext, acc: &ACC, out: &mut Vec<R>) {
+        out.push(self.agg.get_result(acc));
+    }
+}
+
+/// Contents = an incremental aggregate whose result goes through a process window function.
+#[derive(Clone)]
+pub struct AggProcessContents<A, P, ACC, R, O> {
+    pub(crate) agg: A,
+    pub(crate) f: P,
+    pub(crate) _p: PhantomData<fn() -> (ACC, R, O)>,
+}
+
+impl<K, T, A, P, ACC, R, O> WindowContents<K, T> for AggProcessContents<A, P, ACC, R, O>
+where
+    A: AggregateFunction<T, ACC, R>,
+    P: ProcessWindowFunction<K, R, O>,
+    ACC: StateValue,
+    R: Data,
+    O: Data,
+{
+    type Acc = ACC;
+    type Out = O;
+    fn create(&self) -> ACC {
+        self.agg.create_accumulator()
+    }
+    #[inline]
+    fn add(&self, acc: &mut ACC, value: T) {
+        self.agg.add(acc, value)
+    }
+    fn merge(&self, acc: &mut ACC, other: ACC) {
+        self.agg.merge(acc, other)
+    }
+    fn emit(&mut self, key: &K, ctx: &WindowContext, acc: &ACC, out: &mut Vec<O>) {
+        let r = self.agg.get_result(acc);
+        self.f.process(key, ctx, std::slice::from_ref(&r), out);
+    }
+}
+
+/// Contents = every record, handed to a process window function.
+#[derive(Clone)]
+pub struct ListContents<P, O> {
+    pub(crate) f: P,
+    pub(crate) _p: PhantomData<fn() -> O>,
+}
+
+impl<K, T, P, O> WindowContents<K, T> for ListContents<P, O>
+where
+    T: StateValue,
+    P: ProcessWindowFunction<K, T, O>,
+    O: Data,
+{
+    type Acc = Vec<T>;
+    type Out = O;
+    fn create(&self) -> Vec<T> {
+        Vec::new()
+    }
+    fn add(&self, acc: &mut Vec<T>, value: T) {
+        acc.push(value)
+    }
+    fn merge(&self, acc: &mut Vec<T>, mut other: Vec<T>) {
+        acc.append(&mut other)
+    }
+    fn emit(&mut self, key: &K, ctx: &WindowContext, acc: &Vec<T>, out: &mut Vec<O>) {
+        self.f.process(key, ctx, acc, out);
+    }
+}
+
+/// Runs windows over a keyed stream.
+pub struct WindowOperator<K, T, C: WindowContents<K, T>> {
+    key_fn: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    assigner: WindowAssigner,
+    lateness: i64,
+    emit_late: bool,
+    contents: C,
+    /// Non-merging windows: state per (key, window).
+    windows: FxHashMap<(K, TimeWindow), C::Acc>,
+    /// Session windows: the live windows of each key.
+    sessions: FxHashMap<K, Vec<(TimeWindow, C::Acc)>>,
+    /// Pending firings and clean-ups, in time order.
+    timers: BTreeSet<(i64, K, TimeWindow)>,
+    watermark: i64,
+    scratch: Vec<C::Out>,
+    late_dropped: u64,
+}
+
+impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
+    /// A window operator; `emit_late` routes too-late records to the output as
+    /// [`WindowOutput::Late`] instead of dropping them.
+    pub fn new(
+        key_fn: Arc<dyn Fn(&T) -> K + Send + Sync>,
+        assigner: WindowAssigner,
+        allowed_lateness_ms: i64,
+        emit_late: bool,
+        contents: C,
+    ) -> Self {
+        Self {
+            key_fn,
+            assigner,
+            lateness: allowed_lateness_ms.max(0),
+            emit_late,
+            contents,
+            windows: FxHashMap::default(),
+            sessions: FxHashMap::default(),
+            timers: BTreeSet::new(),
+            watermark: i64::MIN,
+            scratch: Vec::new(),
+            late_dropped: 0,
+        }
+    }
+
+    /// Records dropped for being late (without a side output).
+    pub fn late_dropped(&self) -> u64 {
+        self.late_dropped
+    }
+
+    fn cleanup_time(&self, w: &TimeWindow) -> i64 {
+        w.max_timestamp().saturating_add(self.lateness)
+    }
+
+    fn is_late(&self, w: &TimeWindow) -> bool {
+        self.cleanup_time(w) <= self.watermark
+    }
+
+    fn register(&mut self, key: &K, w: TimeWindow) {
+        self.timers.insert((w.max_timestamp(), key.clone(), w));
+        if self.lateness > 0 {
+            self.timers.insert((self.cleanup_time(&w), key.clone(), w));
+        }
+    }
+
+    fn unregister(&mut self, key: &K, w: TimeWindow) {
+        self.timers.remove(&(w.max_timestamp(), key.clone(), w));
+        if self.lateness > 0 {
+            self.timers.remove(&(self.cleanup_time(&w), key.clone(), w));
+        }
+    }
+
+    fn emit_window(
+        &mut self,
+        key: &K,
+        w: TimeWindow,
+        acc: &C::Acc,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        let ctx = WindowContext { window: w, current_watermark: self.watermark };
+        self.contents.emit(key, &ctx, acc, &mut self.scratch);
+        for v in self.scratch.drain(..) {
+            out.emit(Record { ts: w.max_timestamp(), value: WindowOutput::Result(v) })?;
+        }
+        Ok(())
+    }
+
+    fn late(&mut self, rec: Record<T>, out: &mut dyn Output<WindowOutput<C::Out, T>>) -> Result<(), OperatorError> {
+        if self.emit_late {
+            out.emit(Record { ts: rec.ts, value: WindowOutput::Late(rec.value) })
+        } else {
+            self.late_dropped += 1;
+            Ok(())
+        }
+    }
+
+    fn add_to_window(
+        &mut self,
+        key: &K,
+        w: TimeWindow,
+        value: T,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        let k = (key.clone(), w);
+        match self.windows.get_mut(&k) {
+            Some(acc) => self.contents.add(acc, value),
+            None => {
+                let mut acc = self.contents.create();
+                self.contents.add(&mut acc, value);
+                self.windows.insert(k, acc);
+                self.register(key, w);
+            }
+        }
+        if w.max_timestamp() <= self.watermark {
+            // Late but within the allowed lateness: fire again with the update, as Flink's
+            // event-time trigger does.
+            let k = (key.clone(), w);
+            if let Some(acc) = self.windows.remove(&k) {
+                let r = self.emit_window(key, w, &acc, out);
+                self.windows.insert(k, acc);
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    fn process_fixed(
+        &mut self,
+        key: K,
+        rec: Record<T>,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        if let WindowAssigner::Tumbling { size, offset } = self.assigner {
+            let start = super::window_start(rec.ts, offset, size);
+            let w = TimeWindow::new(start, start + size);
+            if self.is_late(&w) {
+                return self.late(rec, out);
+            }
+            return self.add_to_window(&key, w, rec.value, out);
+        }
+        let mut live = Vec::new();
+        self.assigner.assign(rec.ts, |w| live.push(w));
+        live.retain(|w| !self.is_late(w));
+        let Some(last) = live.pop() else {
+            return self.late(rec, out);
+        };
+        for w in live {
+            self.add_to_window(&key, w, rec.value.clone(), out)?;
+        }
+        self.add_to_window(&key, last, rec.value, out)
+    }
+
+    fn process_session(
+        &mut self,
+        key: K,
+        rec: Record<T>,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        let mut new_w = TimeWindow::new(rec.ts, rec.ts);
+        self.assigner.assign(rec.ts, |w| new_w = w);
+        if self.is_late(&new_w) {
+            return self.late(rec, out);
+        }
+        let mut list = self.sessions.remove(&key).unwrap_or_default();
+        let mut acc = self.contents.create();
+        self.contents.add(&mut acc, rec.value);
+        let mut merged = new_w;
+        let mut keep = Vec::with_capacity(list.len() + 1);
+        for (w, a) in list.drain(..) {
+            if w.intersects(&merged) {
+                merged = merged.cover(&w);
+                self.contents.merge(&mut acc, a);
+                self.unregister(&key, w);
+            } else {
+                keep.push((w, a));
+            }
+        }
+        // A merge can bridge to windows that did not touch the new record's own window.
+        loop {
+            let Some(pos) = keep.iter().position(|(w, _)| w.intersects(&merged)) else { break };
+            let (w, a) = keep.swap_remove(pos);
+            merged = merged.cover(&w);
+            self.contents.merge(&mut acc, a);
+            self.unregister(&key, w);
+        }
+        self.register(&key, merged);
+        if merged.max_timestamp() <= self.watermark {
+            self.emit_window(&key, merged, &acc, out)?;
+        }
+        keep.push((merged, acc));
+        self.sessions.insert(key, keep);
+        Ok(())
+    }
+
+    fn fire_timer(
+        &mut self,
+        t: i64,
+        key: K,
+        w: TimeWindow,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        let is_fire = t == w.max_timestamp();
+        let is_cleanup = t == self.cleanup_time(&w);
+        if self.assigner.is_merging() {
+            let Some(list) = self.sessions.get_mut(&key) else { return Ok(()) };
+            let Some(pos) = list.iter().position(|(x, _)| *x == w) else { return Ok(()) };
+            if is_cleanup {
+                let (_, acc) = list.swap_remove(pos);
+                if list.is_empty() {
+                    self.sessions.remove(&key);
+                }
+                if is_fire {
+                    self.emit_window(&key, w, &acc, out)?;
+                }
+            } else if is_fire {
+                let (_, acc) = list.swap_remove(pos);
+                let r = self.emit_window(&key, w, &acc, out);
+                if let Some(list) = self.sessions.get_mut(&key) {
+                    list.push((w, acc));
+                }
+                r?;
+            }
+        } else {
+            let k = (key, w);
+            if is_cleanup {
+                if let Some(acc) = self.windows.remove(&k) {
+                    if is_fire {
+                        self.emit_window(&k.0, w, &acc, out)?;
+                    }
+                }
+            } else if is_fire {
+                if let Some(acc) = self.windows.remove(&k) {
+                    let r = self.emit_window(&k.0, w, &acc, out);
+                    self.windows.insert(k, acc);
+                    r?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys × windows currently held.
+    pub fn window_count(&self) -> usize {
+        self.windows.len() + self.sessions.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, T>> for WindowOperator<K, T, C> {
+    #[inline]
+    fn process(&mut self, rec: Record<T>, out: &mut dyn Output<WindowOutput<C::Out, T>>) -> Result<(), OperatorError> {
+        if rec.ts == NO_TIMESTAMP {
+            return Err(OperatorError::User(
+                "a record reached an event-time window without a timestamp: give the source a \
+                 WatermarkStrategy with a timestamp assigner (or use a source that sets event time)"
+                    .into(),
+            ));
+        }
+        let key = (self.key_fn)(&rec.value);
+        if self.assigner.is_merging() {
+            self.process_session(key, rec, out)
+        } else {
+            self.process_fixed(key, rec, out)
+        }
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut dyn Output<WindowOutput<C::Out, T>>) -> Result<(), OperatorError> {
+        if wm <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = wm;
+        while let Some((t, _, _)) = self.timers.first() {
+            if *t > wm {
+                break;
+            }
+            let Some((t, key, w)) = self.timers.pop_first() else { break };
+            self.fire_timer(t, key, w, out)?;
+        }
+        out.emit_watermark(wm)
+    }
+}

@@ -1,0 +1,19 @@
+//! The `weir` command as a library: embedded mode (run a StreamJob manifest in this process with
+//! a REST API and Prometheus metrics), manifest validation, the program list and the benchmark.
+//!
+//! The whole command line lives here rather than in `main.rs` so that users with their own
+//! programs can build their own binary: create a [`weir_core::Registry`] (usually starting from
+//! the built-in programs), register theirs, and call [`main_with_registry`].
+
+pub mod bench;
+pub mod cli;
+pub mod embedded;
+pub mod error;
+pub mod metrics;
+pub mod monitor;
+pub mod progress;
+pub mod rest;
+
+pub use cli::main_with_registry;
+pub use error::CliError;
+pub use monitor::{JobInfo, JobMonitor};
