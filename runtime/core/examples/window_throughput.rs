@@ -9,7 +9,10 @@ use weir_core::record::Record;
 use weir_core::sink::BlackholeSink;
 use weir_core::source::SourceContext;
 use weir_core::time::now_ms;
-use weir_core::{AggregateFunction, EnvConfig, Source, SourcePoll, SourceReader, StreamEnv, WatermarkStrategy, WindowAssigner};
+use weir_core::{
+    AggregateFunction, EnvConfig, Source, SourcePoll, SourceReader, StreamEnv, WatermarkStrategy,
+    WindowAssigner,
+};
 
 #[derive(Clone)]
 struct Gen;
@@ -18,8 +21,13 @@ struct GenReader {
 }
 
 impl Source<(u64, f64)> for Gen {
-    fn create_reader(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<(u64, f64)>>, OperatorError> {
-        Ok(Box::new(GenReader { state: 42 + u64::from(ctx.subtask) }))
+    fn create_reader(
+        &self,
+        ctx: &SourceContext,
+    ) -> Result<Box<dyn SourceReader<(u64, f64)>>, OperatorError> {
+        Ok(Box::new(GenReader {
+            state: 42 + u64::from(ctx.subtask),
+        }))
     }
 }
 
@@ -64,19 +72,30 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let p: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let env = StreamEnv::new(EnvConfig { parallelism: p, ..Default::default() });
-    env.source("gen", Gen, WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(5)))
-        .key_by(|v: &(u64, f64)| v.0)
-        .window(WindowAssigner::tumbling(Duration::from_secs(10)))
-        .aggregate(CountSum)
-        .sink("blackhole", BlackholeSink);
+    let env = StreamEnv::new(EnvConfig {
+        parallelism: p,
+        ..Default::default()
+    });
+    env.source(
+        "gen",
+        Gen,
+        WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(5)),
+    )
+    .key_by(|v: &(u64, f64)| v.0)
+    .window(WindowAssigner::tumbling(Duration::from_secs(10)))
+    .aggregate(CountSum)
+    .sink("blackhole", BlackholeSink);
     let job = env.start().expect("start");
     let start = Instant::now();
     let mut last = 0;
     for _ in 0..secs {
         std::thread::sleep(Duration::from_secs(1));
         let n = job.metrics().records_in();
-        println!("{:>5.1}s {:>12} rec/s", start.elapsed().as_secs_f64(), n - last);
+        println!(
+            "{:>5.1}s {:>12} rec/s",
+            start.elapsed().as_secs_f64(),
+            n - last
+        );
         last = n;
     }
     job.cancel();

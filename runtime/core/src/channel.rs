@@ -106,7 +106,13 @@ pub fn channel<T>(
         consumer,
         receiver_gone: AtomicBool::new(false),
     });
-    (Sender { shared: shared.clone(), cancel }, Receiver { shared })
+    (
+        Sender {
+            shared: shared.clone(),
+            cancel,
+        },
+        Receiver { shared },
+    )
 }
 
 impl<T> Sender<T> {

@@ -52,7 +52,12 @@ impl<T> SourceHead<T> {
         h: HeadInit,
         out: Box<dyn Output<T>>,
     ) -> Self {
-        Self { source, watermarks, init: h.init, out }
+        Self {
+            source,
+            watermarks,
+            init: h.init,
+            out,
+        }
     }
 }
 
@@ -87,10 +92,8 @@ impl<T: Data> TaskHead for SourceHead<T> {
                 for mut r in buf.drain(..) {
                     wmgen.on_record(&mut r);
                     out.emit(r)?;
-                    if per_record {
-                        if let Some(wm) = wmgen.poll() {
-                            out.emit_watermark(wm)?;
-                        }
+                    if per_record && let Some(wm) = wmgen.poll() {
+                        out.emit_watermark(wm)?;
                     }
                 }
             }
@@ -98,7 +101,10 @@ impl<T: Data> TaskHead for SourceHead<T> {
                 SourcePoll::Finished => {
                     // A bounded input is complete: every event-time window may fire.
                     out.emit_watermark(i64::MAX)?;
-                    self.init.metrics.records_out.store(emitted, Ordering::Relaxed);
+                    self.init
+                        .metrics
+                        .records_out
+                        .store(emitted, Ordering::Relaxed);
                     out.end_of_input()?;
                     out.publish_metrics();
                     return Ok(());
@@ -118,15 +124,19 @@ impl<T: Data> TaskHead for SourceHead<T> {
                         out.emit_watermark(wm)?;
                     }
                 }
-                if let Some(timeout) = idleness {
-                    if !idle && now.duration_since(last_data) >= timeout {
-                        idle = true;
-                        out.mark_idle()?;
-                    }
+                if let Some(timeout) = idleness
+                    && !idle
+                    && now.duration_since(last_data) >= timeout
+                {
+                    idle = true;
+                    out.mark_idle()?;
                 }
                 out.processing_time(rt.clock.now_ms())?;
                 out.flush()?;
-                self.init.metrics.records_out.store(emitted, Ordering::Relaxed);
+                self.init
+                    .metrics
+                    .records_out
+                    .store(emitted, Ordering::Relaxed);
                 out.publish_metrics();
             }
         }
@@ -142,7 +152,11 @@ pub(crate) struct InputHead<I> {
 
 impl<I> InputHead<I> {
     pub(crate) fn new(channels: Vec<Receiver<I>>, h: HeadInit, out: Box<dyn Output<I>>) -> Self {
-        Self { channels, notify: h.notify, out }
+        Self {
+            channels,
+            notify: h.notify,
+            out,
+        }
     }
 }
 
@@ -159,11 +173,20 @@ enum ValveOutput {
     Nothing,
     Advance(i64),
     Idle,
+    /// All inputs went idle: release the highest watermark any of them reached (as Flink's
+    /// watermark valve does), then go idle.
+    AdvanceThenIdle(i64),
 }
 
 impl WatermarkValve {
     fn new(n: usize) -> Self {
-        Self { wms: vec![i64::MIN; n], idle: vec![false; n], ended: vec![false; n], current: i64::MIN, all_idle: false }
+        Self {
+            wms: vec![i64::MIN; n],
+            idle: vec![false; n],
+            ended: vec![false; n],
+            current: i64::MIN,
+            all_idle: false,
+        }
     }
 
     fn active(&mut self, i: usize) {
@@ -187,6 +210,16 @@ impl WatermarkValve {
             }
             if !self.all_idle {
                 self.all_idle = true;
+                let max = (0..self.wms.len())
+                    .filter(|&i| !self.ended[i])
+                    .map(|i| self.wms[i])
+                    .max();
+                if let Some(max) = max
+                    && max > self.current
+                {
+                    self.current = max;
+                    return ValveOutput::AdvanceThenIdle(max);
+                }
                 return ValveOutput::Idle;
             }
             return ValveOutput::Nothing;
@@ -216,7 +249,9 @@ impl<I: Data> TaskHead for InputHead<I> {
                 if valve.ended[i] {
                     continue;
                 }
-                let Some(ev) = self.channels[i].try_recv() else { continue };
+                let Some(ev) = self.channels[i].try_recv() else {
+                    continue;
+                };
                 got = true;
                 let step = match ev {
                     Event::Batch(batch) => {
@@ -244,6 +279,10 @@ impl<I: Data> TaskHead for InputHead<I> {
                 match step {
                     ValveOutput::Advance(wm) => out.emit_watermark(wm)?,
                     ValveOutput::Idle => out.mark_idle()?,
+                    ValveOutput::AdvanceThenIdle(wm) => {
+                        out.emit_watermark(wm)?;
+                        out.mark_idle()?;
+                    }
                     ValveOutput::Nothing => {}
                 }
             }
@@ -318,7 +357,9 @@ pub struct JobHandle {
 
 impl std::fmt::Debug for JobHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobHandle").field("status", &self.status()).finish()
+        f.debug_struct("JobHandle")
+            .field("status", &self.status())
+            .finish()
     }
 }
 
@@ -365,7 +406,11 @@ impl JobHandle {
     pub fn wait(&self) -> Result<JobOutcome, JobError> {
         let mut g = lock(&self.shared.status);
         while g.0.end_ms.is_none() {
-            g = self.shared.done.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
+            g = self
+                .shared
+                .done
+                .wait(g)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         Self::outcome(&mut g)
     }
@@ -393,7 +438,10 @@ impl JobHandle {
         match &g.0.state {
             RunState::Finished => Ok(JobOutcome::Finished),
             RunState::Canceled => Ok(JobOutcome::Canceled),
-            _ => Err(g.1.take().unwrap_or_else(|| JobError::InvalidGraph(format!("{:?}", g.0.state)))),
+            _ => Err(g
+                .1
+                .take()
+                .unwrap_or_else(|| JobError::InvalidGraph(format!("{:?}", g.0.state)))),
         }
     }
 }
@@ -425,7 +473,9 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Deploys `vertices` and starts every subtask.
 pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle, JobError> {
     if !vertices.iter().any(|v| v.kind == VertexKind::Sink) {
-        return Err(JobError::InvalidGraph("the dataflow has no sink: add one with `.sink(...)`".into()));
+        return Err(JobError::InvalidGraph(
+            "the dataflow has no sink: add one with `.sink(...)`".into(),
+        ));
     }
     if s.parallelism == 0 || s.max_parallelism < s.parallelism {
         return Err(JobError::InvalidGraph(format!(
@@ -433,7 +483,10 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
             s.parallelism, s.max_parallelism
         )));
     }
-    let par: Vec<u32> = vertices.iter().map(|v| v.parallelism.unwrap_or(s.parallelism)).collect();
+    let par: Vec<u32> = vertices
+        .iter()
+        .map(|v| v.parallelism.unwrap_or(s.parallelism))
+        .collect();
     for (v, &p) in vertices.iter().zip(&par) {
         if p == 0 || p > s.max_parallelism {
             return Err(JobError::InvalidGraph(format!(
@@ -470,7 +523,11 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
             task_of[vi] = t;
         } else {
             task_of[vi] = tasks.len();
-            tasks.push(Task { name: vertices[vi].name.clone(), chain: vec![vi], parallelism: par[vi] });
+            tasks.push(Task {
+                name: vertices[vi].name.clone(),
+                chain: vec![vi],
+                parallelism: par[vi],
+            });
         }
     }
 
@@ -483,20 +540,30 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
                 name: v.name.clone(),
                 is_source: v.kind == VertexKind::Source,
                 is_sink: v.kind == VertexKind::Sink,
-                subtasks: (0..par[vi]).map(|_| Arc::new(SubtaskMetrics::default())).collect(),
+                subtasks: (0..par[vi])
+                    .map(|_| Arc::new(SubtaskMetrics::default()))
+                    .collect(),
             })
             .collect(),
     });
 
     let cancel = Arc::new(AtomicBool::new(false));
     // One notifier per subtask of every task head, shared by all its input channels.
-    let notifies: Vec<Vec<Arc<Notify>>> =
-        tasks.iter().map(|t| (0..t.parallelism).map(|_| Notify::new()).collect()).collect();
+    let notifies: Vec<Vec<Arc<Notify>>> = tasks
+        .iter()
+        .map(|t| (0..t.parallelism).map(|_| Notify::new()).collect())
+        .collect();
     // Outputs leaving a vertex across tasks, per (vertex, subtask); inputs per (vertex, subtask).
-    let mut exits: Vec<Vec<Vec<AnyBox>>> =
-        vertices.iter().enumerate().map(|(vi, _)| (0..par[vi]).map(|_| Vec::new()).collect()).collect();
-    let mut entries: Vec<Vec<Vec<AnyBox>>> =
-        vertices.iter().enumerate().map(|(vi, _)| (0..par[vi]).map(|_| Vec::new()).collect()).collect();
+    let mut exits: Vec<Vec<Vec<AnyBox>>> = vertices
+        .iter()
+        .enumerate()
+        .map(|(vi, _)| (0..par[vi]).map(|_| Vec::new()).collect())
+        .collect();
+    let mut entries: Vec<Vec<Vec<AnyBox>>> = vertices
+        .iter()
+        .enumerate()
+        .map(|(vi, _)| (0..par[vi]).map(|_| Vec::new()).collect())
+        .collect();
     for (vi, v) in vertices.iter().enumerate() {
         if chained_into_prev(vi) {
             continue;
@@ -522,10 +589,18 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
         }
     }
 
-    let rt = Arc::new(TaskRuntime { cancel: cancel.clone(), clock: s.clock.clone() });
+    let rt = Arc::new(TaskRuntime {
+        cancel: cancel.clone(),
+        clock: s.clock.clone(),
+    });
     let shared = Arc::new(JobShared {
         status: Mutex::new((
-            JobStatusView { name: s.name.clone(), state: RunState::Running, start_ms: now_ms(), end_ms: None },
+            JobStatusView {
+                name: s.name.clone(),
+                state: RunState::Running,
+                start_ms: now_ms(),
+                end_ms: None,
+            },
             None,
         )),
         done: Condvar::new(),
@@ -567,36 +642,48 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
                 let tail_v = &vertices[tail];
                 let mut next = match tail_exits.len() {
                     0 => tail_v.factory.discard(),
-                    1 => tail_exits.into_iter().next().unwrap_or_else(|| tail_v.factory.discard()),
+                    1 => tail_exits
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| tail_v.factory.discard()),
                     _ => tail_v.factory.tee(tail_exits)?,
                 };
                 for &vi in chain.iter().skip(1).rev() {
                     next = vertices[vi].factory.chain_into(&init_of(vi), next)?;
                 }
                 let head = vertices[chain[0]].factory.head(
-                    HeadInit { init: init_of(chain[0]), notify },
+                    HeadInit {
+                        init: init_of(chain[0]),
+                        notify,
+                    },
                     head_inputs,
                     next,
                 )?;
                 head.run(&rt)
             };
-            let spawn = std::thread::Builder::new().name(thread_name).spawn(move || {
-                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-                let res = match res {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(JobError::TaskFailed { task: task_name.clone(), subtask: sub, source: e }),
-                    Err(p) => Err(JobError::TaskPanicked {
-                        task: task_name.clone(),
-                        subtask: sub,
-                        message: panic_message(p.as_ref()),
-                    }),
-                };
-                if res.is_err() {
-                    // Stop the other tasks right away; they may be blocked on this one.
-                    task_cancel.store(true, Ordering::SeqCst);
-                }
-                let _ = done_tx.send((task_name, sub, res));
-            });
+            let spawn = std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || {
+                    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+                    let res = match res {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(JobError::TaskFailed {
+                            task: task_name.clone(),
+                            subtask: sub,
+                            source: e,
+                        }),
+                        Err(p) => Err(JobError::TaskPanicked {
+                            task: task_name.clone(),
+                            subtask: sub,
+                            message: panic_message(p.as_ref()),
+                        }),
+                    };
+                    if res.is_err() {
+                        // Stop the other tasks right away; they may be blocked on this one.
+                        task_cancel.store(true, Ordering::SeqCst);
+                    }
+                    let _ = done_tx.send((task_name, sub, res));
+                });
             match spawn {
                 Ok(_) => spawned += 1,
                 Err(e) => {
@@ -614,7 +701,9 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
         .spawn(move || {
             let mut first_error: Option<JobError> = None;
             for _ in 0..spawned {
-                let Ok((_, _, res)) = done_rx.recv() else { break };
+                let Ok((_, _, res)) = done_rx.recv() else {
+                    break;
+                };
                 if let Err(e) = res {
                     // Tasks stopped by the cancellation report secondary errors; keep the cause.
                     if first_error.is_none() {
@@ -639,11 +728,19 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
         })
         .map_err(JobError::Spawn)?;
 
-    Ok(JobHandle { shared, metrics, parallelism: s.parallelism, max_parallelism: s.max_parallelism })
+    Ok(JobHandle {
+        shared,
+        metrics,
+        parallelism: s.parallelism,
+        max_parallelism: s.max_parallelism,
+    })
 }
 
 fn vertices_name(m: &JobMetrics, vi: usize) -> String {
-    m.vertices.get(vi).map(|v| v.name.clone()).unwrap_or_default()
+    m.vertices
+        .get(vi)
+        .map(|v| v.name.clone())
+        .unwrap_or_default()
 }
 
 /// Gives every vertex a stable id: the user's `uid`, or one derived from its position and name
@@ -658,13 +755,21 @@ fn assign_uids(vertices: &[Vertex]) -> Result<Vec<String>, JobError> {
                 let slug: String = v
                     .name
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            '-'
+                        }
+                    })
                     .collect();
                 format!("{i}-{}", slug.trim_matches('-'))
             }
         };
         if !seen.insert(uid.clone()) {
-            return Err(JobError::InvalidGraph(format!("operator uid {uid:?} is used twice; uids must be unique")));
+            return Err(JobError::InvalidGraph(format!(
+                "operator uid {uid:?} is used twice; uids must be unique"
+            )));
         }
         out.push(uid);
     }

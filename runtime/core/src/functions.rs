@@ -27,7 +27,10 @@ pub struct TimerService<K> {
 
 impl<K: Key> Default for TimerService<K> {
     fn default() -> Self {
-        Self { event: BTreeSet::new(), processing: BTreeSet::new() }
+        Self {
+            event: BTreeSet::new(),
+            processing: BTreeSet::new(),
+        }
     }
 }
 
@@ -88,7 +91,10 @@ impl<K: Key, O> KeyedContext<'_, K, O> {
 
     /// Emits a value with the current timestamp.
     pub fn emit(&mut self, value: O) -> Result<(), OperatorError> {
-        self.out.emit(Record { ts: self.timestamp, value })
+        self.out.emit(Record {
+            ts: self.timestamp,
+            value,
+        })
     }
 
     /// Emits a value with an explicit timestamp.
@@ -127,10 +133,18 @@ impl<K: Key, O> StateAccess<K> for KeyedContext<'_, K, O> {
 /// `KeyedProcessFunction`). Each subtask runs its own clone.
 pub trait KeyedProcessFunction<K, I, O>: Clone + Send + 'static {
     /// Handles one record of the current key.
-    fn process_element(&mut self, value: I, ctx: &mut KeyedContext<'_, K, O>) -> Result<(), OperatorError>;
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K, O>,
+    ) -> Result<(), OperatorError>;
 
     /// Handles a timer of the current key.
-    fn on_timer(&mut self, _ts: i64, _ctx: &mut OnTimerContext<'_, K, O>) -> Result<(), OperatorError> {
+    fn on_timer(
+        &mut self,
+        _ts: i64,
+        _ctx: &mut OnTimerContext<'_, K, O>,
+    ) -> Result<(), OperatorError> {
         Ok(())
     }
 }
@@ -172,7 +186,13 @@ where
     O: Data,
     F: KeyedProcessFunction<K, I, O>,
 {
-    fn fire(&mut self, domain: TimeDomain, ts: i64, key: K, out: &mut dyn Output<O>) -> Result<(), OperatorError> {
+    fn fire(
+        &mut self,
+        domain: TimeDomain,
+        ts: i64,
+        key: K,
+        out: &mut dyn Output<O>,
+    ) -> Result<(), OperatorError> {
         let now = self.now();
         let mut ctx = KeyedContext {
             key: &key,
@@ -224,11 +244,14 @@ where
         out.emit_watermark(wm)
     }
 
-    fn on_processing_time(&mut self, now: i64, out: &mut dyn Output<O>) -> Result<(), OperatorError> {
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        out: &mut dyn Output<O>,
+    ) -> Result<(), OperatorError> {
         while let Some((ts, key)) = TimerService::pop_due(&mut self.timers.processing, now) {
             self.fire(TimeDomain::ProcessingTime, ts, key, out)?;
         }
         Ok(())
     }
 }
-

@@ -11,7 +11,9 @@ use crate::channel::{Notify, Receiver, channel};
 use crate::error::OperatorError;
 use crate::exec::{InputHead, SourceHead, TaskHead};
 use crate::key::{Data, subtask_for_key_group};
-use crate::operator::{ChainOutput, Discard, ExchangeOutput, Operator, OperatorInit, Output, Partitioner, Tee};
+use crate::operator::{
+    ChainOutput, Discard, ExchangeOutput, Operator, OperatorInit, Output, Partitioner, Tee,
+};
 use crate::source::Source;
 use crate::watermark::WatermarkStrategy;
 use std::any::Any;
@@ -74,10 +76,15 @@ impl<T: Data> EdgeFactory for TypedEdge<T> {
         let mut receivers: Vec<Vec<Receiver<T>>> = (0..w.consumers).map(|_| Vec::new()).collect();
         let mut outputs: Vec<AnyBox> = Vec::with_capacity(w.producers as usize);
         for p in 0..w.producers {
-            let targets: Vec<u32> = if w.pointwise { vec![p] } else { (0..w.consumers).collect() };
+            let targets: Vec<u32> = if w.pointwise {
+                vec![p]
+            } else {
+                (0..w.consumers).collect()
+            };
             let mut senders = Vec::with_capacity(targets.len());
             for &c in &targets {
-                let (tx, rx) = channel::<T>(w.capacity, w.notifies[c as usize].clone(), w.cancel.clone());
+                let (tx, rx) =
+                    channel::<T>(w.capacity, w.notifies[c as usize].clone(), w.cancel.clone());
                 senders.push(tx);
                 receivers[c as usize].push(rx);
             }
@@ -88,7 +95,9 @@ impl<T: Data> EdgeFactory for TypedEdge<T> {
                     (ShipKind::Hash, Some(kg)) => {
                         let kg = kg.clone();
                         let (maxp, n) = (w.max_parallelism, w.consumers);
-                        Partitioner::Hash(Arc::new(move |v: &T| subtask_for_key_group(kg(v), maxp, n) as usize))
+                        Partitioner::Hash(Arc::new(move |v: &T| {
+                            subtask_for_key_group(kg(v), maxp, n) as usize
+                        }))
                     }
                     (ShipKind::Broadcast, _) => Partitioner::Broadcast,
                     _ => Partitioner::Rebalance(p as usize % senders.len().max(1)),
@@ -97,7 +106,13 @@ impl<T: Data> EdgeFactory for TypedEdge<T> {
             let out: Box<dyn Output<T>> = Box::new(ExchangeOutput::new(senders, partitioner));
             outputs.push(Box::new(out));
         }
-        (outputs, receivers.into_iter().map(|r| Box::new(r) as AnyBox).collect())
+        (
+            outputs,
+            receivers
+                .into_iter()
+                .map(|r| Box::new(r) as AnyBox)
+                .collect(),
+        )
     }
 }
 
@@ -117,7 +132,12 @@ pub(crate) trait VertexFactory: Send + Sync {
     /// A `Box<dyn Output<Out>>` that drops everything.
     fn discard(&self) -> AnyBox;
     /// The task loop for a chain headed by this vertex.
-    fn head(&self, h: HeadInit, inputs: Vec<AnyBox>, next: AnyBox) -> Result<Box<dyn TaskHead>, OperatorError>;
+    fn head(
+        &self,
+        h: HeadInit,
+        inputs: Vec<AnyBox>,
+        next: AnyBox,
+    ) -> Result<Box<dyn TaskHead>, OperatorError>;
 }
 
 pub(crate) fn downcast<T: 'static>(b: AnyBox, what: &str) -> Result<T, OperatorError> {
@@ -161,7 +181,12 @@ impl<I: Data, O: Data> VertexFactory for OperatorVertex<I, O> {
         discard_of::<O>()
     }
 
-    fn head(&self, h: HeadInit, inputs: Vec<AnyBox>, next: AnyBox) -> Result<Box<dyn TaskHead>, OperatorError> {
+    fn head(
+        &self,
+        h: HeadInit,
+        inputs: Vec<AnyBox>,
+        next: AnyBox,
+    ) -> Result<Box<dyn TaskHead>, OperatorError> {
         let mut channels = Vec::new();
         for i in inputs {
             channels.extend(downcast::<Vec<Receiver<I>>>(i, "input gate")?);
@@ -178,7 +203,9 @@ pub(crate) struct SourceVertex<T> {
 
 impl<T: Data> VertexFactory for SourceVertex<T> {
     fn chain_into(&self, _init: &OperatorInit, _next: AnyBox) -> Result<AnyBox, OperatorError> {
-        Err(OperatorError::User("internal error: a source cannot be chained after another vertex".into()))
+        Err(OperatorError::User(
+            "internal error: a source cannot be chained after another vertex".into(),
+        ))
     }
 
     fn tee(&self, outs: Vec<AnyBox>) -> Result<AnyBox, OperatorError> {
@@ -189,9 +216,19 @@ impl<T: Data> VertexFactory for SourceVertex<T> {
         discard_of::<T>()
     }
 
-    fn head(&self, h: HeadInit, _inputs: Vec<AnyBox>, next: AnyBox) -> Result<Box<dyn TaskHead>, OperatorError> {
+    fn head(
+        &self,
+        h: HeadInit,
+        _inputs: Vec<AnyBox>,
+        next: AnyBox,
+    ) -> Result<Box<dyn TaskHead>, OperatorError> {
         let out = downcast::<Box<dyn Output<T>>>(next, "source output")?;
-        Ok(Box::new(SourceHead::new(self.source.clone(), self.watermarks.clone(), h, out)))
+        Ok(Box::new(SourceHead::new(
+            self.source.clone(),
+            self.watermarks.clone(),
+            h,
+            out,
+        )))
     }
 }
 

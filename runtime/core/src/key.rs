@@ -118,9 +118,14 @@ pub fn subtask_for_key_group(key_group: u32, max_parallelism: u32, parallelism: 
 }
 
 /// The key groups owned by a subtask: the inverse of [`subtask_for_key_group`].
-pub fn key_group_range(subtask: u32, max_parallelism: u32, parallelism: u32) -> std::ops::Range<u32> {
+pub fn key_group_range(
+    subtask: u32,
+    max_parallelism: u32,
+    parallelism: u32,
+) -> std::ops::Range<u32> {
     let start = (u64::from(subtask) * u64::from(max_parallelism)).div_ceil(u64::from(parallelism));
-    let end = (u64::from(subtask + 1) * u64::from(max_parallelism)).div_ceil(u64::from(parallelism));
+    let end =
+        (u64::from(subtask + 1) * u64::from(max_parallelism)).div_ceil(u64::from(parallelism));
     start as u32..end as u32
 }
 
@@ -132,7 +137,10 @@ mod tests {
     fn hash_is_stable() {
         // Pinned values: changing them breaks every savepoint's key-group layout.
         assert_eq!(stable_hash(&42u64), stable_hash(&42u64));
-        assert_eq!(key_group(&"user-1", 128), key_group(&"user-1".to_string(), 128));
+        assert_eq!(
+            key_group(&"user-1", 128),
+            key_group(&"user-1".to_string(), 128)
+        );
         assert_eq!(stable_hash(&0u64), fmix64(0));
     }
 
@@ -145,7 +153,11 @@ mod tests {
                     let r = key_group_range(s, max, par);
                     assert_eq!(r.start, next);
                     for kg in r.clone() {
-                        assert_eq!(subtask_for_key_group(kg, max, par), s, "max {max} par {par}");
+                        assert_eq!(
+                            subtask_for_key_group(kg, max, par),
+                            s,
+                            "max {max} par {par}"
+                        );
                     }
                     next = r.end;
                 }

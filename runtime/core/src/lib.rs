@@ -38,7 +38,11 @@ pub use record::Record;
 pub use sink::{CollectSink, Sink, SinkWriter};
 pub use source::{Source, SourceContext, SourcePoll, SourceReader};
 pub use state::{ListState, MapState, TtlConfig, TtlUpdate, ValueState};
-pub use stream::{DataStream, EnvConfig, KeyedStream, LateDataWindowedStream, StreamEnv, WindowedStream};
+pub use stream::{
+    DataStream, EnvConfig, KeyedStream, LateDataWindowedStream, StreamEnv, WindowedStream,
+};
 pub use time::{Clock, ManualClock, SystemClock};
 pub use watermark::WatermarkStrategy;
-pub use window::{AggregateFunction, ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext};
+pub use window::{
+    AggregateFunction, ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext,
+};

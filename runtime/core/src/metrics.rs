@@ -47,18 +47,28 @@ pub struct VertexMetrics {
 impl VertexMetrics {
     /// Sum of records in over subtasks.
     pub fn records_in(&self) -> u64 {
-        self.subtasks.iter().map(|s| s.records_in.load(Ordering::Relaxed)).sum()
+        self.subtasks
+            .iter()
+            .map(|s| s.records_in.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Sum of records out over subtasks.
     pub fn records_out(&self) -> u64 {
-        self.subtasks.iter().map(|s| s.records_out.load(Ordering::Relaxed)).sum()
+        self.subtasks
+            .iter()
+            .map(|s| s.records_out.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The vertex's watermark: the minimum over subtasks that have one.
     pub fn watermark(&self) -> Option<i64> {
-        let wms: Vec<i64> = self.subtasks.iter().map(|s| s.watermark.load(Ordering::Relaxed)).collect();
-        if wms.iter().any(|&w| w == NO_WATERMARK) {
+        let wms: Vec<i64> = self
+            .subtasks
+            .iter()
+            .map(|s| s.watermark.load(Ordering::Relaxed))
+            .collect();
+        if wms.contains(&NO_WATERMARK) {
             return None;
         }
         wms.into_iter().min()
@@ -75,16 +85,28 @@ pub struct JobMetrics {
 impl JobMetrics {
     /// Records produced by all sources.
     pub fn records_in(&self) -> u64 {
-        self.vertices.iter().filter(|v| v.is_source).map(VertexMetrics::records_out).sum()
+        self.vertices
+            .iter()
+            .filter(|v| v.is_source)
+            .map(VertexMetrics::records_out)
+            .sum()
     }
 
     /// Records consumed by all sinks.
     pub fn records_out(&self) -> u64 {
-        self.vertices.iter().filter(|v| v.is_sink).map(VertexMetrics::records_in).sum()
+        self.vertices
+            .iter()
+            .filter(|v| v.is_sink)
+            .map(VertexMetrics::records_in)
+            .sum()
     }
 
     /// The lowest watermark among the sinks' inputs (what the job's output has reached).
     pub fn watermark(&self) -> Option<i64> {
-        self.vertices.iter().filter(|v| v.is_sink).filter_map(VertexMetrics::watermark).min()
+        self.vertices
+            .iter()
+            .filter(|v| v.is_sink)
+            .filter_map(VertexMetrics::watermark)
+            .min()
     }
 }

@@ -66,7 +66,11 @@ pub trait Operator<I, O>: Send {
         out.emit_watermark(wm)
     }
     /// Fires processing-time work due at `now`; forwarding is done by the chain.
-    fn on_processing_time(&mut self, _now: i64, _out: &mut dyn Output<O>) -> Result<(), OperatorError> {
+    fn on_processing_time(
+        &mut self,
+        _now: i64,
+        _out: &mut dyn Output<O>,
+    ) -> Result<(), OperatorError> {
         Ok(())
     }
     /// End of input: emit what is still held.
@@ -125,11 +129,23 @@ impl<I, O> ChainOutput<I, O> {
         init: &OperatorInit,
     ) -> Result<Self, OperatorError> {
         op.open(init)?;
-        Ok(Self { op, next, metrics: init.metrics.clone(), records_in: 0, records_out: 0 })
+        Ok(Self {
+            op,
+            next,
+            metrics: init.metrics.clone(),
+            records_in: 0,
+            records_out: 0,
+        })
     }
 
     fn counting(&mut self) -> (&mut Box<dyn Operator<I, O>>, Counting<'_, O>) {
-        (&mut self.op, Counting { inner: &mut *self.next, count: &mut self.records_out })
+        (
+            &mut self.op,
+            Counting {
+                inner: &mut *self.next,
+                count: &mut self.records_out,
+            },
+        )
     }
 }
 
@@ -171,8 +187,12 @@ impl<I: Send, O: Send> Output<I> for ChainOutput<I, O> {
     }
 
     fn publish_metrics(&mut self) {
-        self.metrics.records_in.store(self.records_in, Ordering::Relaxed);
-        self.metrics.records_out.store(self.records_out, Ordering::Relaxed);
+        self.metrics
+            .records_in
+            .store(self.records_in, Ordering::Relaxed);
+        self.metrics
+            .records_out
+            .store(self.records_out, Ordering::Relaxed);
         self.next.publish_metrics();
     }
 }
@@ -222,7 +242,9 @@ impl<T: Clone + Send> Output<T> for Tee<T> {
         self.outs.iter_mut().try_for_each(|o| o.emit_watermark(wm))
     }
     fn processing_time(&mut self, now: i64) -> Result<(), OperatorError> {
-        self.outs.iter_mut().try_for_each(|o| o.processing_time(now))
+        self.outs
+            .iter_mut()
+            .try_for_each(|o| o.processing_time(now))
     }
     fn mark_idle(&mut self) -> Result<(), OperatorError> {
         self.outs.iter_mut().try_for_each(|o| o.mark_idle())
@@ -268,8 +290,16 @@ fn send_failed(e: SendError) -> OperatorError {
 impl<T: Clone + Send> ExchangeOutput<T> {
     /// An exchange over `senders` (one per downstream subtask this producer feeds).
     pub fn new(senders: Vec<Sender<T>>, partitioner: Partitioner<T>) -> Self {
-        let buffers = senders.iter().map(|_| Vec::with_capacity(BATCH_SIZE)).collect();
-        Self { senders, buffers, partitioner, cancelled: false }
+        let buffers = senders
+            .iter()
+            .map(|_| Vec::with_capacity(BATCH_SIZE))
+            .collect();
+        Self {
+            senders,
+            buffers,
+            partitioner,
+            cancelled: false,
+        }
     }
 
     fn send_buffer(&mut self, i: usize) -> Result<(), OperatorError> {
@@ -277,7 +307,9 @@ impl<T: Clone + Send> ExchangeOutput<T> {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.buffers[i], Vec::with_capacity(BATCH_SIZE));
-        self.senders[i].send(Event::Batch(batch)).map_err(send_failed)
+        self.senders[i]
+            .send(Event::Batch(batch))
+            .map_err(send_failed)
     }
 
     fn broadcast(&mut self, ev: impl Fn() -> Event<T>) -> Result<(), OperatorError> {
@@ -364,7 +396,10 @@ where
     #[inline]
     fn process(&mut self, rec: Record<I>, out: &mut dyn Output<O>) -> Result<(), OperatorError> {
         let v = (self.f.0)(rec.value);
-        out.emit(Record { ts: rec.ts, value: v })
+        out.emit(Record {
+            ts: rec.ts,
+            value: v,
+        })
     }
 }
 
@@ -375,7 +410,11 @@ where
 {
     #[inline]
     fn process(&mut self, rec: Record<I>, out: &mut dyn Output<I>) -> Result<(), OperatorError> {
-        if (self.f.0)(&rec.value) { out.emit(rec) } else { Ok(()) }
+        if (self.f.0)(&rec.value) {
+            out.emit(rec)
+        } else {
+            Ok(())
+        }
     }
 }
 

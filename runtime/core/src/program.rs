@@ -21,7 +21,9 @@ pub enum ProgramError {
         message: String,
     },
     /// An argument the program does not know.
-    #[error("spec.job.args.{name}: unknown argument for program {program:?}; it accepts: {accepted}")]
+    #[error(
+        "spec.job.args.{name}: unknown argument for program {program:?}; it accepts: {accepted}"
+    )]
     UnknownArgument {
         /// Argument name.
         name: String,
@@ -68,20 +70,29 @@ impl ProgramArgs {
     {
         match self.args.get(name) {
             None => Ok(default),
-            Some(v) => v.trim().parse::<T>().map_err(|e| ProgramError::BadArgument {
-                name: name.to_string(),
-                message: format!("cannot parse {v:?}: {e}"),
-            }),
+            Some(v) => v
+                .trim()
+                .parse::<T>()
+                .map_err(|e| ProgramError::BadArgument {
+                    name: name.to_string(),
+                    message: format!("cannot parse {v:?}: {e}"),
+                }),
         }
     }
 
     /// A duration argument such as `10s`, `500ms`, `5m`, `1h`, or `default` when absent.
-    pub fn get_duration_or(&self, name: &str, default: std::time::Duration) -> Result<std::time::Duration, ProgramError> {
+    pub fn get_duration_or(
+        &self,
+        name: &str,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration, ProgramError> {
         match self.args.get(name) {
             None => Ok(default),
             Some(v) => parse_duration(v).ok_or_else(|| ProgramError::BadArgument {
                 name: name.to_string(),
-                message: format!("invalid duration {v:?}: use a number with a unit, e.g. 500ms, 10s, 5m, 1h"),
+                message: format!(
+                    "invalid duration {v:?}: use a number with a unit, e.g. 500ms, 10s, 5m, 1h"
+                ),
             }),
         }
     }
@@ -116,7 +127,9 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
         }
         let n: u128 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let ms = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1_000,
@@ -177,10 +190,13 @@ impl Registry {
 
     /// The program named `name`.
     pub fn get(&self, name: &str) -> Result<&Program, ProgramError> {
-        self.programs.iter().find(|p| p.name == name).ok_or_else(|| ProgramError::UnknownProgram {
-            name: name.to_string(),
-            available: self.names().join(", "),
-        })
+        self.programs
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ProgramError::UnknownProgram {
+                name: name.to_string(),
+                available: self.names().join(", "),
+            })
     }
 
     /// Registered names, sorted.

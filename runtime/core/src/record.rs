@@ -21,7 +21,10 @@ impl<T> Record<T> {
 
     /// A record without event time.
     pub fn untimed(value: T) -> Self {
-        Self { ts: NO_TIMESTAMP, value }
+        Self {
+            ts: NO_TIMESTAMP,
+            value,
+        }
     }
 
     /// The same timestamp with another value: operators keep the event time of their input.

@@ -48,13 +48,18 @@ impl<T> SinkOperator<T> {
     }
 
     fn writer(&mut self) -> Result<&mut Box<dyn SinkWriter<T>>, OperatorError> {
-        self.writer.as_mut().ok_or_else(|| OperatorError::User("sink used before open".into()))
+        self.writer
+            .as_mut()
+            .ok_or_else(|| OperatorError::User("sink used before open".into()))
     }
 }
 
 impl<T: Send + 'static> Operator<T, ()> for SinkOperator<T> {
     fn open(&mut self, init: &OperatorInit) -> Result<(), OperatorError> {
-        let ctx = SinkContext { subtask: init.subtask, parallelism: init.parallelism };
+        let ctx = SinkContext {
+            subtask: init.subtask,
+            parallelism: init.parallelism,
+        };
         self.writer = Some(self.sink.create_writer(&ctx)?);
         Ok(())
     }
@@ -105,13 +110,17 @@ pub struct CollectSink<T> {
 
 impl<T> Clone for CollectSink<T> {
     fn clone(&self) -> Self {
-        Self { items: self.items.clone() }
+        Self {
+            items: self.items.clone(),
+        }
     }
 }
 
 impl<T> Default for CollectSink<T> {
     fn default() -> Self {
-        Self { items: Arc::new(Mutex::new(Vec::new())) }
+        Self {
+            items: Arc::new(Mutex::new(Vec::new())),
+        }
     }
 }
 
@@ -128,7 +137,10 @@ impl<T: Clone> CollectSink<T> {
 
     /// The collected records with their timestamps.
     pub fn records(&self) -> Vec<Record<T>> {
-        self.items.lock().map(|v| v.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.items
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 }
 
@@ -152,6 +164,9 @@ impl<T: Send> SinkWriter<T> for CollectWriter<T> {
 
 impl<T: Send + 'static> Sink<T> for CollectSink<T> {
     fn create_writer(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<T>>, OperatorError> {
-        Ok(Box::new(CollectWriter { items: self.items.clone(), local: Vec::new() }))
+        Ok(Box::new(CollectWriter {
+            items: self.items.clone(),
+            local: Vec::new(),
+        }))
     }
 }

@@ -51,7 +51,8 @@ pub trait SourceReader<T>: Send {
 /// A connector that produces records.
 pub trait Source<T>: Send + Sync + 'static {
     /// Creates the reader for one subtask.
-    fn create_reader(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<T>>, OperatorError>;
+    fn create_reader(&self, ctx: &SourceContext)
+    -> Result<Box<dyn SourceReader<T>>, OperatorError>;
 }
 
 /// A bounded source over a vector of timestamped records, dealt round robin to subtasks, one
@@ -66,7 +67,12 @@ impl<T: Clone + Send + Sync + 'static> VecSource<T> {
     /// A source of `(timestamp, value)` pairs.
     pub fn new(items: impl IntoIterator<Item = (i64, T)>) -> Self {
         Self {
-            records: Arc::new(items.into_iter().map(|(ts, v)| Record::new(ts, v)).collect()),
+            records: Arc::new(
+                items
+                    .into_iter()
+                    .map(|(ts, v)| Record::new(ts, v))
+                    .collect(),
+            ),
             per_poll: 1,
         }
     }
@@ -86,7 +92,10 @@ struct VecReader<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Source<T> for VecSource<T> {
-    fn create_reader(&self, ctx: &SourceContext) -> Result<Box<dyn SourceReader<T>>, OperatorError> {
+    fn create_reader(
+        &self,
+        ctx: &SourceContext,
+    ) -> Result<Box<dyn SourceReader<T>>, OperatorError> {
         Ok(Box::new(VecReader {
             records: self.records.clone(),
             next: ctx.subtask as usize,

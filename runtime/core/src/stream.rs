@@ -9,7 +9,8 @@ use crate::error::{JobError, OperatorError};
 use crate::exec::{ExecSettings, JobHandle, JobOutcome, deploy};
 use crate::functions::{KeyedProcessFunction, KeyedProcessOperator};
 use crate::graph::{
-    Edge, KeyGroupFn, OperatorFactory, OperatorVertex, ShipKind, SourceVertex, TypedEdge, Vertex, VertexKind,
+    Edge, KeyGroupFn, OperatorFactory, OperatorVertex, ShipKind, SourceVertex, TypedEdge, Vertex,
+    VertexKind,
 };
 use crate::key::{Data, Key, StateValue, key_group};
 use crate::operator::{FilterFn, FlatMapFn, FnOperator, MapFn, Operator, OperatorInit, Output};
@@ -73,7 +74,12 @@ pub struct StreamEnv {
 impl StreamEnv {
     /// A new environment.
     pub fn new(config: EnvConfig) -> Self {
-        Self { inner: Rc::new(RefCell::new(EnvInner { config, vertices: Vec::new() })) }
+        Self {
+            inner: Rc::new(RefCell::new(EnvInner {
+                config,
+                vertices: Vec::new(),
+            })),
+        }
     }
 
     /// The settings.
@@ -99,17 +105,30 @@ impl StreamEnv {
     }
 
     /// Adds a source whose records get timestamps and watermarks from `watermarks`.
-    pub fn source<T: Data, S: Source<T>>(&self, name: &str, source: S, watermarks: WatermarkStrategy<T>) -> DataStream<T> {
+    pub fn source<T: Data, S: Source<T>>(
+        &self,
+        name: &str,
+        source: S,
+        watermarks: WatermarkStrategy<T>,
+    ) -> DataStream<T> {
         let id = self.add_vertex(Vertex {
             name: name.to_string(),
             uid: None,
             parallelism: None,
             kind: VertexKind::Source,
             inputs: Vec::new(),
-            factory: Arc::new(SourceVertex { source: Arc::new(source), watermarks }),
+            factory: Arc::new(SourceVertex {
+                source: Arc::new(source),
+                watermarks,
+            }),
             chainable: true,
         });
-        DataStream { env: self.clone(), heads: vec![id], ship: ShipKind::Forward, _t: PhantomData }
+        DataStream {
+            env: self.clone(),
+            heads: vec![id],
+            ship: ShipKind::Forward,
+            _t: PhantomData,
+        }
     }
 
     fn settings(&self) -> (Vec<Vertex>, ExecSettings) {
@@ -146,7 +165,11 @@ impl StreamEnv {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let ins: Vec<String> = v.inputs.iter().map(|e| format!("{}:{:?}", e.from, e.kind)).collect();
+                let ins: Vec<String> = v
+                    .inputs
+                    .iter()
+                    .map(|e| format!("{}:{:?}", e.from, e.kind))
+                    .collect();
                 format!(
                     "{i} {:?} {} p={} <- [{}]",
                     v.kind,
@@ -169,7 +192,12 @@ pub struct DataStream<T> {
 
 impl<T> Clone for DataStream<T> {
     fn clone(&self) -> Self {
-        Self { env: self.env.clone(), heads: self.heads.clone(), ship: self.ship, _t: PhantomData }
+        Self {
+            env: self.env.clone(),
+            heads: self.heads.clone(),
+            ship: self.ship,
+            _t: PhantomData,
+        }
     }
 }
 
@@ -182,8 +210,19 @@ impl<T: Data> DataStream<T> {
         ship: ShipKind,
         key_group: Option<KeyGroupFn<T>>,
     ) -> DataStream<O> {
-        let factory: Arc<TypedEdge<T>> = Arc::new(TypedEdge { kind: ship, key_group });
-        let inputs = self.heads.iter().map(|&from| Edge { from, kind: ship, factory: factory.clone() }).collect();
+        let factory: Arc<TypedEdge<T>> = Arc::new(TypedEdge {
+            kind: ship,
+            key_group,
+        });
+        let inputs = self
+            .heads
+            .iter()
+            .map(|&from| Edge {
+                from,
+                kind: ship,
+                factory: factory.clone(),
+            })
+            .collect();
         let id = self.env.add_vertex(Vertex {
             name: name.to_string(),
             uid: None,
@@ -193,7 +232,12 @@ impl<T: Data> DataStream<T> {
             factory: Arc::new(OperatorVertex { make }),
             chainable: true,
         });
-        DataStream { env: self.env.clone(), heads: vec![id], ship: ShipKind::Forward, _t: PhantomData }
+        DataStream {
+            env: self.env.clone(),
+            heads: vec![id],
+            ship: ShipKind::Forward,
+            _t: PhantomData,
+        }
     }
 
     /// Adds a one-input operator built per subtask by `make`.
@@ -213,7 +257,10 @@ impl<T: Data> DataStream<T> {
     ) -> DataStream<O> {
         let proto = Mutex::new(f);
         self.transform(name, move || {
-            let f = proto.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let f = proto
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             wrap(f)
         })
     }
@@ -246,18 +293,35 @@ impl<T: Data> DataStream<T> {
     /// Merges streams of the same type.
     pub fn union(&self, other: &DataStream<T>) -> DataStream<T> {
         let mut heads = self.heads.clone();
-        heads.extend(other.heads.iter().copied().filter(|h| !self.heads.contains(h)));
-        DataStream { env: self.env.clone(), heads, ship: self.ship, _t: PhantomData }
+        heads.extend(
+            other
+                .heads
+                .iter()
+                .copied()
+                .filter(|h| !self.heads.contains(h)),
+        );
+        DataStream {
+            env: self.env.clone(),
+            heads,
+            ship: self.ship,
+            _t: PhantomData,
+        }
     }
 
     /// Distributes records round robin to the next operator's subtasks.
     pub fn rebalance(&self) -> DataStream<T> {
-        DataStream { ship: ShipKind::Rebalance, ..self.clone() }
+        DataStream {
+            ship: ShipKind::Rebalance,
+            ..self.clone()
+        }
     }
 
     /// Sends every record to every subtask of the next operator.
     pub fn broadcast(&self) -> DataStream<T> {
-        DataStream { ship: ShipKind::Broadcast, ..self.clone() }
+        DataStream {
+            ship: ShipKind::Broadcast,
+            ..self.clone()
+        }
     }
 
     /// Partitions by key: records with equal keys go to the same subtask.
@@ -265,20 +329,35 @@ impl<T: Data> DataStream<T> {
     where
         F: Fn(&T) -> K + Send + Sync + 'static,
     {
-        KeyedStream { stream: self.clone(), key_fn: Arc::new(f) }
+        KeyedStream {
+            stream: self.clone(),
+            key_fn: Arc::new(f),
+        }
     }
 
     /// Re-assigns timestamps and generates watermarks here, replacing upstream watermarks.
-    pub fn assign_timestamps_and_watermarks(&self, strategy: WatermarkStrategy<T>) -> DataStream<T> {
+    pub fn assign_timestamps_and_watermarks(
+        &self,
+        strategy: WatermarkStrategy<T>,
+    ) -> DataStream<T> {
         self.transform("timestamps/watermarks", move || {
-            Box::new(TimestampsAndWatermarks { wmgen: WatermarkGenerator::new(strategy.clone()), last: i64::MIN })
+            Box::new(TimestampsAndWatermarks {
+                wmgen: WatermarkGenerator::new(strategy.clone()),
+                last: i64::MIN,
+            })
         })
     }
 
     /// Writes the stream to a sink.
     pub fn sink<S: Sink<T>>(&self, name: &str, sink: S) -> DataStream<()> {
         let sink: Arc<dyn Sink<T>> = Arc::new(sink);
-        self.connect(name, VertexKind::Sink, Arc::new(move || Box::new(SinkOperator::new(sink.clone()))), self.ship, None)
+        self.connect(
+            name,
+            VertexKind::Sink,
+            Arc::new(move || Box::new(SinkOperator::new(sink.clone()))),
+            self.ship,
+            None,
+        )
     }
 
     fn last(&self) -> Option<usize> {
@@ -308,7 +387,8 @@ impl<T: Data> DataStream<T> {
     /// Sets the parallelism of the operator that produced this stream.
     pub fn parallelism(self, parallelism: u32) -> Self {
         if let Some(id) = self.last() {
-            self.env.with_vertex(id, |v| v.parallelism = Some(parallelism));
+            self.env
+                .with_vertex(id, |v| v.parallelism = Some(parallelism));
         }
         self
     }
@@ -328,23 +408,35 @@ struct TimestampsAndWatermarks<T> {
 }
 
 impl<T: Data> Operator<T, T> for TimestampsAndWatermarks<T> {
-    fn process(&mut self, mut rec: Record<T>, out: &mut dyn Output<T>) -> Result<(), OperatorError> {
+    fn process(
+        &mut self,
+        mut rec: Record<T>,
+        out: &mut dyn Output<T>,
+    ) -> Result<(), OperatorError> {
         self.wmgen.on_record(&mut rec);
         out.emit(rec)?;
-        if self.wmgen.per_record() {
-            if let Some(wm) = self.wmgen.poll() {
-                out.emit_watermark(wm)?;
-            }
+        if self.wmgen.per_record()
+            && let Some(wm) = self.wmgen.poll()
+        {
+            out.emit_watermark(wm)?;
         }
         Ok(())
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut dyn Output<T>) -> Result<(), OperatorError> {
         // Upstream watermarks are replaced, except the end-of-input one.
-        if wm == i64::MAX { out.emit_watermark(wm) } else { Ok(()) }
+        if wm == i64::MAX {
+            out.emit_watermark(wm)
+        } else {
+            Ok(())
+        }
     }
 
-    fn on_processing_time(&mut self, now: i64, out: &mut dyn Output<T>) -> Result<(), OperatorError> {
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        out: &mut dyn Output<T>,
+    ) -> Result<(), OperatorError> {
         if now - self.last >= self.wmgen.interval().as_millis() as i64 {
             self.last = now;
             if let Some(wm) = self.wmgen.poll() {
@@ -367,7 +459,10 @@ pub struct KeyedStream<K, T> {
 
 impl<K, T> Clone for KeyedStream<K, T> {
     fn clone(&self) -> Self {
-        Self { stream: self.stream.clone(), key_fn: self.key_fn.clone() }
+        Self {
+            stream: self.stream.clone(),
+            key_fn: self.key_fn.clone(),
+        }
     }
 }
 
@@ -376,7 +471,8 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         let maxp = self.stream.env.inner.borrow().config.max_parallelism;
         let kf = self.key_fn.clone();
         let kg: KeyGroupFn<T> = Arc::new(move |v: &T| key_group(&kf(v), maxp));
-        self.stream.connect(name, VertexKind::Operator, make, ShipKind::Hash, Some(kg))
+        self.stream
+            .connect(name, VertexKind::Operator, make, ShipKind::Hash, Some(kg))
     }
 
     /// Runs a keyed process function (keyed state and timers).
@@ -386,7 +482,10 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         self.keyed(
             "process",
             Arc::new(move || {
-                let f = proto.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let f = proto
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
                 Box::new(KeyedProcessOperator::new(f, kf.clone()))
             }),
         )
@@ -394,7 +493,11 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
 
     /// Groups records of each key into event-time windows.
     pub fn window(&self, assigner: WindowAssigner) -> WindowedStream<K, T> {
-        WindowedStream { keyed: self.clone(), assigner, lateness: Duration::ZERO }
+        WindowedStream {
+            keyed: self.clone(),
+            assigner,
+            lateness: Duration::ZERO,
+        }
     }
 }
 
@@ -439,7 +542,11 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         LateDataWindowedStream { inner: self }
     }
 
-    fn build<C: WindowContents<K, T>>(&self, contents: C, emit_late: bool) -> DataStream<WindowOutput<C::Out, T>> {
+    fn build<C: WindowContents<K, T>>(
+        &self,
+        contents: C,
+        emit_late: bool,
+    ) -> DataStream<WindowOutput<C::Out, T>> {
         let proto = Mutex::new(contents);
         let kf = self.keyed.key_fn.clone();
         let assigner = self.assigner;
@@ -452,8 +559,17 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         self.keyed.keyed(
             name,
             Arc::new(move || {
-                let c = proto.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                Box::new(WindowOperator::new(kf.clone(), assigner, lateness, emit_late, c))
+                let c = proto
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                Box::new(WindowOperator::new(
+                    kf.clone(),
+                    assigner,
+                    lateness,
+                    emit_late,
+                    c,
+                ))
             }),
         )
     }
@@ -465,7 +581,13 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         ACC: StateValue,
         R: Data,
     {
-        results(&self.build(AggContents { agg, _p: PhantomData }, false))
+        results(&self.build(
+            AggContents {
+                agg,
+                _p: PhantomData,
+            },
+            false,
+        ))
     }
 
     /// Aggregates incrementally, then passes the result with its key and window to `f`.
@@ -477,7 +599,14 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         R: Data,
         O: Data,
     {
-        results(&self.build(AggProcessContents { agg, f, _p: PhantomData }, false))
+        results(&self.build(
+            AggProcessContents {
+                agg,
+                f,
+                _p: PhantomData,
+            },
+            false,
+        ))
     }
 
     /// Buffers every record of a window and hands them all to `f`.
@@ -499,7 +628,13 @@ impl<K: Key, T: Data> LateDataWindowedStream<K, T> {
         ACC: StateValue,
         R: Data,
     {
-        let s = self.inner.build(AggContents { agg, _p: PhantomData }, true);
+        let s = self.inner.build(
+            AggContents {
+                agg,
+                _p: PhantomData,
+            },
+            true,
+        );
         (results(&s), late(&s))
     }
 
@@ -512,7 +647,14 @@ impl<K: Key, T: Data> LateDataWindowedStream<K, T> {
         R: Data,
         O: Data,
     {
-        let s = self.inner.build(AggProcessContents { agg, f, _p: PhantomData }, true);
+        let s = self.inner.build(
+            AggProcessContents {
+                agg,
+                f,
+                _p: PhantomData,
+            },
+            true,
+        );
         (results(&s), late(&s))
     }
 

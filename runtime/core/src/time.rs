@@ -23,7 +23,9 @@ impl Clock for SystemClock {
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A clock that only moves when told to; shared by clones.
@@ -35,7 +37,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `start_ms`.
     pub fn new(start_ms: i64) -> Self {
-        Self { now: Arc::new(AtomicI64::new(start_ms)) }
+        Self {
+            now: Arc::new(AtomicI64::new(start_ms)),
+        }
     }
 
     /// Moves the clock to `ms` (never backwards).

@@ -32,12 +32,20 @@ pub const DEFAULT_WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
 impl<T> WatermarkStrategy<T> {
     /// No watermarks: for processing-time jobs.
     pub fn none() -> Self {
-        Self { max_out_of_orderness: None, timestamp_fn: None, idleness: None, interval: DEFAULT_WATERMARK_INTERVAL }
+        Self {
+            max_out_of_orderness: None,
+            timestamp_fn: None,
+            idleness: None,
+            interval: DEFAULT_WATERMARK_INTERVAL,
+        }
     }
 
     /// Watermark = highest timestamp seen − `bound` − 1 ms.
     pub fn bounded_out_of_orderness(bound: Duration) -> Self {
-        Self { max_out_of_orderness: Some(bound), ..Self::none() }
+        Self {
+            max_out_of_orderness: Some(bound),
+            ..Self::none()
+        }
     }
 
     /// Timestamps never decrease: watermark = highest timestamp seen − 1 ms.
@@ -47,7 +55,10 @@ impl<T> WatermarkStrategy<T> {
 
     /// Takes the event time from the value (the second argument is the record's current
     /// timestamp, as set by the source).
-    pub fn with_timestamp_assigner(mut self, f: impl Fn(&T, i64) -> i64 + Send + Sync + 'static) -> Self {
+    pub fn with_timestamp_assigner(
+        mut self,
+        f: impl Fn(&T, i64) -> i64 + Send + Sync + 'static,
+    ) -> Self {
         self.timestamp_fn = Some(Arc::new(f));
         self
     }
@@ -81,8 +92,15 @@ pub(crate) struct WatermarkGenerator<T> {
 
 impl<T> WatermarkGenerator<T> {
     pub(crate) fn new(strategy: WatermarkStrategy<T>) -> Self {
-        let delay_ms = strategy.max_out_of_orderness.map_or(0, |d| d.as_millis() as i64);
-        Self { strategy, delay_ms, max_ts: NO_TIMESTAMP, emitted: i64::MIN }
+        let delay_ms = strategy
+            .max_out_of_orderness
+            .map_or(0, |d| d.as_millis() as i64);
+        Self {
+            strategy,
+            delay_ms,
+            max_ts: NO_TIMESTAMP,
+            emitted: i64::MIN,
+        }
     }
 
     pub(crate) fn per_record(&self) -> bool {

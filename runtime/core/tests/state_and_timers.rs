@@ -1,6 +1,8 @@
 //! Keyed state with TTL, event-time and processing-time timers, union and watermark merging,
 //! checked against hand-computed expectations.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +13,9 @@ use weir_core::sink::CollectSink;
 use weir_core::source::{SourceContext, VecSource};
 use weir_core::state::{KeyedStateBackend, StateAccess};
 use weir_core::{
-    EnvConfig, KeyedContext, KeyedProcessFunction, ListState, ManualClock, MapState, OnTimerContext, Source,
-    SourcePoll, SourceReader, StreamEnv, TimeDomain, TtlConfig, ValueState, WatermarkStrategy,
+    EnvConfig, KeyedContext, KeyedProcessFunction, ListState, ManualClock, MapState,
+    OnTimerContext, Source, SourcePoll, SourceReader, StreamEnv, TimeDomain, TtlConfig, ValueState,
+    WatermarkStrategy,
 };
 
 /// Direct access to a backend for one key at a chosen processing time.
@@ -29,7 +32,11 @@ impl StateAccess<String> for At<'_> {
 }
 
 fn at<'a>(backend: &'a mut KeyedStateBackend<String>, key: &str, now: i64) -> At<'a> {
-    At { backend, key: key.into(), now }
+    At {
+        backend,
+        key: key.into(),
+        now,
+    }
 }
 
 #[test]
@@ -48,7 +55,8 @@ fn value_state_ttl_on_create_and_write() {
 #[test]
 fn value_state_ttl_on_read_and_write() {
     let mut b = KeyedStateBackend::new();
-    let s = ValueState::<u32>::new("v").with_ttl(TtlConfig::new(Duration::from_millis(100)).refresh_on_read());
+    let s = ValueState::<u32>::new("v")
+        .with_ttl(TtlConfig::new(Duration::from_millis(100)).refresh_on_read());
     s.set(&mut at(&mut b, "k", 0), 7).unwrap();
     assert_eq!(s.get(&mut at(&mut b, "k", 99)).unwrap(), Some(7));
     assert_eq!(s.get(&mut at(&mut b, "k", 198)).unwrap(), Some(7));
@@ -68,10 +76,20 @@ fn list_and_map_state_expire_per_element() {
     let m = MapState::<String, u32>::new("m").with_ttl(TtlConfig::new(Duration::from_millis(100)));
     m.put(&mut at(&mut b, "k", 0), "x".into(), 1).unwrap();
     m.put(&mut at(&mut b, "k", 60), "y".into(), 2).unwrap();
-    assert_eq!(m.get(&mut at(&mut b, "k", 99), &"x".to_string()).unwrap(), Some(1));
-    assert_eq!(m.entries(&mut at(&mut b, "k", 130)).unwrap(), vec![("y".to_string(), 2)]);
-    assert!(!m.contains(&mut at(&mut b, "k", 100), &"x".to_string()).unwrap());
-    m.remove(&mut at(&mut b, "k", 130), &"y".to_string()).unwrap();
+    assert_eq!(
+        m.get(&mut at(&mut b, "k", 99), &"x".to_string()).unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        m.entries(&mut at(&mut b, "k", 130)).unwrap(),
+        vec![("y".to_string(), 2)]
+    );
+    assert!(
+        !m.contains(&mut at(&mut b, "k", 100), &"x".to_string())
+            .unwrap()
+    );
+    m.remove(&mut at(&mut b, "k", 130), &"y".to_string())
+        .unwrap();
     assert!(m.entries(&mut at(&mut b, "k", 130)).unwrap().is_empty());
 }
 
@@ -85,7 +103,10 @@ fn state_without_ttl_and_type_mismatch() {
     assert_eq!(s.get(&mut at(&mut b, "k", 0)).unwrap(), None);
     let wrong = ValueState::<String>::new("count");
     let err = wrong.get(&mut at(&mut b, "k", 0)).unwrap_err().to_string();
-    assert!(err.contains("count") && err.contains("another value type"), "{err}");
+    assert!(
+        err.contains("count") && err.contains("another value type"),
+        "{err}"
+    );
 }
 
 /// Emits, per key, a running count, and one "done" line from an event-time timer 1 s after
@@ -96,7 +117,11 @@ struct CountAndRemind {
 }
 
 impl KeyedProcessFunction<String, (String, u32), String> for CountAndRemind {
-    fn process_element(&mut self, v: (String, u32), ctx: &mut KeyedContext<'_, String, String>) -> Result<(), OperatorError> {
+    fn process_element(
+        &mut self,
+        v: (String, u32),
+        ctx: &mut KeyedContext<'_, String, String>,
+    ) -> Result<(), OperatorError> {
         let n = self.count.get(ctx)?.unwrap_or(0) + 1;
         self.count.set(ctx, n)?;
         let ts = ctx.timestamp();
@@ -104,7 +129,11 @@ impl KeyedProcessFunction<String, (String, u32), String> for CountAndRemind {
         ctx.emit(format!("{}:{}:{}", v.0, n, v.1))
     }
 
-    fn on_timer(&mut self, ts: i64, ctx: &mut OnTimerContext<'_, String, String>) -> Result<(), OperatorError> {
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut OnTimerContext<'_, String, String>,
+    ) -> Result<(), OperatorError> {
         assert_eq!(ctx.time_domain(), Some(TimeDomain::EventTime));
         let n = self.count.get(ctx)?.unwrap_or(0);
         let key = ctx.key().clone();
@@ -123,11 +152,17 @@ fn event_time_timers_fire_in_order_when_the_watermark_passes() {
         (2_200, ("a".to_string(), 4)), // watermark 2 199: fires a@2 000
         (9_000, ("b".to_string(), 5)), // watermark 8 999: fires b@2 500, a@2 500, a@3 200
     ]);
-    env.source("input", src, WatermarkStrategy::monotonous().with_interval(Duration::ZERO))
-        .key_by(|v: &(String, u32)| v.0.clone())
-        .process(CountAndRemind { count: ValueState::new("count") })
-        .uid("count")
-        .sink("out", out.clone());
+    env.source(
+        "input",
+        src,
+        WatermarkStrategy::monotonous().with_interval(Duration::ZERO),
+    )
+    .key_by(|v: &(String, u32)| v.0.clone())
+    .process(CountAndRemind {
+        count: ValueState::new("count"),
+    })
+    .uid("count")
+    .sink("out", out.clone());
     env.execute().unwrap();
     assert_eq!(
         out.values(),
@@ -146,15 +181,20 @@ fn event_time_timers_fire_in_order_when_the_watermark_passes() {
     );
 }
 
+type Queue = Arc<Mutex<VecDeque<Record<(String, f64)>>>>;
+
 /// A source fed by the test, idle when empty, finished when closed.
 #[derive(Clone, Default)]
 struct Feed {
-    q: Arc<Mutex<VecDeque<Record<(String, f64)>>>>,
+    q: Queue,
     closed: Arc<AtomicBool>,
 }
 
 impl Source<(String, f64)> for Feed {
-    fn create_reader(&self, _ctx: &SourceContext) -> Result<Box<dyn SourceReader<(String, f64)>>, OperatorError> {
+    fn create_reader(
+        &self,
+        _ctx: &SourceContext,
+    ) -> Result<Box<dyn SourceReader<(String, f64)>>, OperatorError> {
         Ok(Box::new(self.clone()))
     }
 }
@@ -163,7 +203,11 @@ impl SourceReader<(String, f64)> for Feed {
     fn poll(&mut self, out: &mut Vec<Record<(String, f64)>>) -> Result<SourcePoll, OperatorError> {
         let mut q = self.q.lock().unwrap();
         if q.is_empty() {
-            return Ok(if self.closed.load(Ordering::SeqCst) { SourcePoll::Finished } else { SourcePoll::Idle });
+            return Ok(if self.closed.load(Ordering::SeqCst) {
+                SourcePoll::Finished
+            } else {
+                SourcePoll::Idle
+            });
         }
         out.extend(q.drain(..));
         Ok(SourcePoll::Emitted)
@@ -179,19 +223,28 @@ struct Jump {
 }
 
 impl KeyedProcessFunction<String, (String, f64), String> for Jump {
-    fn process_element(&mut self, v: (String, f64), ctx: &mut KeyedContext<'_, String, String>) -> Result<(), OperatorError> {
-        if let Some(prev) = self.last.get(ctx)? {
-            if (v.1 - prev).abs() > 5.0 && self.alerted.get(ctx)?.is_none() {
-                let now = ctx.current_processing_time();
-                self.alerted.set(ctx, now + 60_000)?;
-                ctx.register_processing_time_timer(now + 60_000);
-                ctx.emit(format!("alert {} {prev}->{}", v.0, v.1))?;
-            }
+    fn process_element(
+        &mut self,
+        v: (String, f64),
+        ctx: &mut KeyedContext<'_, String, String>,
+    ) -> Result<(), OperatorError> {
+        if let Some(prev) = self.last.get(ctx)?
+            && (v.1 - prev).abs() > 5.0
+            && self.alerted.get(ctx)?.is_none()
+        {
+            let now = ctx.current_processing_time();
+            self.alerted.set(ctx, now + 60_000)?;
+            ctx.register_processing_time_timer(now + 60_000);
+            ctx.emit(format!("alert {} {prev}->{}", v.0, v.1))?;
         }
         self.last.set(ctx, v.1)
     }
 
-    fn on_timer(&mut self, ts: i64, ctx: &mut OnTimerContext<'_, String, String>) -> Result<(), OperatorError> {
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut OnTimerContext<'_, String, String>,
+    ) -> Result<(), OperatorError> {
         assert_eq!(ctx.time_domain(), Some(TimeDomain::ProcessingTime));
         self.alerted.clear(ctx)?;
         ctx.emit(format!("cleared {}@{ts}", ctx.key()))
@@ -212,7 +265,10 @@ fn wait_for(sink: &CollectSink<String>, n: usize) -> Vec<String> {
 #[test]
 fn processing_time_timers_and_ttl_follow_the_clock() {
     let clock = ManualClock::new(0);
-    let env = StreamEnv::new(EnvConfig { clock: Arc::new(clock.clone()), ..Default::default() });
+    let env = StreamEnv::new(EnvConfig {
+        clock: Arc::new(clock.clone()),
+        ..Default::default()
+    });
     let feed = Feed::default();
     let out = CollectSink::new();
     env.source("feed", feed.clone(), WatermarkStrategy::none())
@@ -223,7 +279,12 @@ fn processing_time_timers_and_ttl_follow_the_clock() {
         })
         .sink("out", out.clone());
     let job = env.start().unwrap();
-    let push = |k: &str, v: f64| feed.q.lock().unwrap().push_back(Record::untimed((k.to_string(), v)));
+    let push = |k: &str, v: f64| {
+        feed.q
+            .lock()
+            .unwrap()
+            .push_back(Record::untimed((k.to_string(), v)))
+    };
 
     push("s1", 1.0);
     push("s1", 10.0);
@@ -252,15 +313,24 @@ fn union_merges_streams_and_takes_the_minimum_watermark() {
     let env = StreamEnv::new(EnvConfig::default());
     let out = CollectSink::new();
     let wm = || WatermarkStrategy::<(String, i64)>::monotonous().with_interval(Duration::ZERO);
-    let a = env.source("a", VecSource::new([(1_000, ("a".to_string(), 1)), (30_000, ("a".to_string(), 2))]), wm());
+    let a = env.source(
+        "a",
+        VecSource::new([
+            (1_000, ("a".to_string(), 1)),
+            (30_000, ("a".to_string(), 2)),
+        ]),
+        wm(),
+    );
     let b = env.source("b", VecSource::new([(2_000, ("b".to_string(), 3))]), wm());
     a.union(&b)
         .map(|v: (String, i64)| v.1)
         .key_by(|_: &i64| 0u8)
         .window(weir_core::WindowAssigner::tumbling(Duration::from_secs(10)))
-        .process(|_: &u8, c: &weir_core::WindowContext, els: &[i64], o: &mut Vec<(i64, i64)>| {
-            o.push((c.window.start, els.iter().sum()))
-        })
+        .process(
+            |_: &u8, c: &weir_core::WindowContext, els: &[i64], o: &mut Vec<(i64, i64)>| {
+                o.push((c.window.start, els.iter().sum()))
+            },
+        )
         .sink("out", out.clone());
     env.execute().unwrap();
     assert_eq!(out.values(), vec![(0, 4), (30_000, 2)]);
@@ -268,16 +338,24 @@ fn union_merges_streams_and_takes_the_minimum_watermark() {
 
 #[test]
 fn failures_fail_the_job_with_the_cause_and_cancel_stops_it() {
-    let env = StreamEnv::new(EnvConfig { parallelism: 2, ..Default::default() });
-    env.source("n", VecSource::new((0..1000).map(|i| (i, i))), WatermarkStrategy::none())
-        .map(|i: i64| if i == 500 { panic!("boom at {i}") } else { i })
-        .sink("out", CollectSink::new());
+    let env = StreamEnv::new(EnvConfig {
+        parallelism: 2,
+        ..Default::default()
+    });
+    env.source(
+        "n",
+        VecSource::new((0..1000).map(|i| (i, i))),
+        WatermarkStrategy::none(),
+    )
+    .map(|i: i64| if i == 500 { panic!("boom at {i}") } else { i })
+    .sink("out", CollectSink::new());
     let err = env.execute().unwrap_err().to_string();
     assert!(err.contains("boom at 500"), "{err}");
 
     let env = StreamEnv::new(EnvConfig::default());
     let feed = Feed::default();
-    env.source("feed", feed, WatermarkStrategy::none()).sink("out", CollectSink::new());
+    env.source("feed", feed, WatermarkStrategy::none())
+        .sink("out", CollectSink::new());
     let job = env.start().unwrap();
     job.cancel();
     assert_eq!(job.wait().unwrap(), weir_core::JobOutcome::Canceled);
@@ -286,7 +364,120 @@ fn failures_fail_the_job_with_the_cause_and_cancel_stops_it() {
 #[test]
 fn a_dataflow_without_sink_is_rejected() {
     let env = StreamEnv::new(EnvConfig::default());
-    env.source("n", VecSource::new([(0, 1)]), WatermarkStrategy::none()).map(|i: i32| i + 1);
+    env.source("n", VecSource::new([(0, 1)]), WatermarkStrategy::none())
+        .map(|i: i32| i + 1);
     let err = env.execute().unwrap_err().to_string();
     assert!(err.contains("no sink"), "{err}");
+}
+
+/// A source that emits its records and then stays open without data.
+#[derive(Clone)]
+struct ThenSilent {
+    items: Vec<(i64, i64)>,
+}
+
+struct ThenSilentReader {
+    items: Vec<(i64, i64)>,
+    next: usize,
+}
+
+impl Source<i64> for ThenSilent {
+    fn create_reader(
+        &self,
+        _ctx: &SourceContext,
+    ) -> Result<Box<dyn SourceReader<i64>>, OperatorError> {
+        Ok(Box::new(ThenSilentReader {
+            items: self.items.clone(),
+            next: 0,
+        }))
+    }
+}
+
+impl SourceReader<i64> for ThenSilentReader {
+    fn poll(&mut self, out: &mut Vec<Record<i64>>) -> Result<SourcePoll, OperatorError> {
+        match self.items.get(self.next) {
+            Some(&(ts, v)) => {
+                self.next += 1;
+                out.push(Record::new(ts, v));
+                Ok(SourcePoll::Emitted)
+            }
+            None => Ok(SourcePoll::Idle),
+        }
+    }
+}
+
+fn windows_with_silent_partner(
+    idleness: Option<Duration>,
+) -> (weir_core::JobHandle, CollectSink<i64>) {
+    let env = StreamEnv::new(EnvConfig::default());
+    let out = CollectSink::new();
+    let mut wm = WatermarkStrategy::<i64>::monotonous().with_interval(Duration::from_millis(10));
+    if let Some(d) = idleness {
+        wm = wm.with_idleness(d);
+    }
+    let busy = env.source(
+        "busy",
+        ThenSilent {
+            items: vec![(1_000, 1), (25_000, 2)],
+        },
+        wm.clone(),
+    );
+    let silent = env.source("silent", ThenSilent { items: vec![] }, wm);
+    busy.union(&silent)
+        .key_by(|_: &i64| 0u8)
+        .window(weir_core::WindowAssigner::tumbling(Duration::from_secs(10)))
+        .process(
+            |_: &u8, _: &weir_core::WindowContext, els: &[i64], o: &mut Vec<i64>| {
+                o.push(els.iter().sum())
+            },
+        )
+        .sink("out", out.clone());
+    (env.start().unwrap(), out)
+}
+
+#[test]
+fn an_idle_source_does_not_hold_back_the_watermark() {
+    // Without idleness the silent source pins the watermark and nothing fires.
+    let (job, out) = windows_with_silent_partner(None);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(out.values().is_empty());
+    job.cancel();
+    job.wait().unwrap();
+
+    let (job, out) = windows_with_silent_partner(Some(Duration::from_millis(50)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.values().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(out.values(), vec![1]);
+    job.cancel();
+    job.wait().unwrap();
+}
+
+#[test]
+fn chaining_does_not_change_results() {
+    let run = |chaining: bool| {
+        let env = StreamEnv::new(EnvConfig {
+            chaining,
+            parallelism: 3,
+            ..Default::default()
+        });
+        let out = CollectSink::new();
+        env.source(
+            "n",
+            VecSource::new((0..50_000).map(|i| (i, i))).records_per_poll(500),
+            WatermarkStrategy::none(),
+        )
+        .filter(|i: &i64| i % 3 != 0)
+        .flat_map(|i: i64| [i, -i])
+        .map(|i: i64| i * 2)
+        .sink("out", out.clone());
+        env.execute().unwrap();
+        let mut v = out.values();
+        v.sort();
+        v
+    };
+    let chained = run(true);
+    assert_eq!(chained.len(), 2 * 33_333);
+    assert_eq!(chained, run(false));
 }

@@ -16,7 +16,11 @@ pub struct StateTable<K, V> {
 
 impl<K: Key, V: StateValue> StateTable<K, V> {
     fn new(name: &str, ttl: Option<TtlConfig>) -> Self {
-        Self { name: name.to_string(), ttl, map: FxHashMap::default() }
+        Self {
+            name: name.to_string(),
+            ttl,
+            map: FxHashMap::default(),
+        }
     }
 
     /// The state's TTL.
@@ -124,7 +128,10 @@ pub struct KeyedStateBackend<K> {
 
 impl<K: Key> Default for KeyedStateBackend<K> {
     fn default() -> Self {
-        Self { tables: Vec::new(), _k: std::marker::PhantomData }
+        Self {
+            tables: Vec::new(),
+            _k: std::marker::PhantomData,
+        }
     }
 }
 
@@ -135,21 +142,32 @@ impl<K: Key> KeyedStateBackend<K> {
     }
 
     /// The slot of the state `name`, creating it on first use.
-    pub fn register<V: StateValue>(&mut self, name: &str, ttl: Option<TtlConfig>) -> Result<u32, OperatorError> {
+    pub fn register<V: StateValue>(
+        &mut self,
+        name: &str,
+        ttl: Option<TtlConfig>,
+    ) -> Result<u32, OperatorError> {
         if let Some(i) = self.tables.iter().position(|t| t.name() == name) {
             self.table::<V>(i as u32)?;
             return Ok(i as u32);
         }
-        self.tables.push(Box::new(StateTable::<K, V>::new(name, ttl)));
+        self.tables
+            .push(Box::new(StateTable::<K, V>::new(name, ttl)));
         Ok((self.tables.len() - 1) as u32)
     }
 
     /// The typed table in `slot`.
-    pub fn table<V: StateValue>(&mut self, slot: u32) -> Result<&mut StateTable<K, V>, OperatorError> {
-        let t = self.tables.get_mut(slot as usize).ok_or_else(|| OperatorError::State {
-            name: format!("#{slot}"),
-            message: "no such state slot".into(),
-        })?;
+    pub fn table<V: StateValue>(
+        &mut self,
+        slot: u32,
+    ) -> Result<&mut StateTable<K, V>, OperatorError> {
+        let t = self
+            .tables
+            .get_mut(slot as usize)
+            .ok_or_else(|| OperatorError::State {
+                name: format!("#{slot}"),
+                message: "no such state slot".into(),
+            })?;
         let name = t.name().to_string();
         t.as_any_mut().downcast_mut::<StateTable<K, V>>().ok_or_else(|| OperatorError::State {
             name,
@@ -162,6 +180,9 @@ impl<K: Key> KeyedStateBackend<K> {
 
     /// Number of keys holding a value, per state.
     pub fn sizes(&self) -> Vec<(String, usize)> {
-        self.tables.iter().map(|t| (t.name().to_string(), t.len())).collect()
+        self.tables
+            .iter()
+            .map(|t| (t.name().to_string(), t.len()))
+            .collect()
     }
 }

@@ -38,7 +38,10 @@ pub struct TtlConfig {
 impl TtlConfig {
     /// Values expire `ttl` after they were created or last written.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, update: TtlUpdate::OnCreateAndWrite }
+        Self {
+            ttl,
+            update: TtlUpdate::OnCreateAndWrite,
+        }
     }
 
     /// Reads also refresh the age.
@@ -69,7 +72,11 @@ struct Handle {
 
 impl Handle {
     fn new(name: &str) -> Self {
-        Self { name: name.to_string(), ttl: None, slot: Cell::new(UNRESOLVED) }
+        Self {
+            name: name.to_string(),
+            ttl: None,
+            slot: Cell::new(UNRESOLVED),
+        }
     }
 
     fn table<'b, K: Key, V: StateValue>(
@@ -95,7 +102,10 @@ pub struct ValueState<T> {
 impl<T: StateValue> ValueState<T> {
     /// A value state named `name` (names identify state across restores).
     pub fn new(name: &str) -> Self {
-        Self { h: Handle::new(name), _t: PhantomData }
+        Self {
+            h: Handle::new(name),
+            _t: PhantomData,
+        }
     }
 
     /// Gives the values a time-to-live.
@@ -111,7 +121,11 @@ impl<T: StateValue> ValueState<T> {
     }
 
     /// Sets the current key's value.
-    pub fn set<K: Key>(&self, ctx: &mut impl StateAccess<K>, value: T) -> Result<(), OperatorError> {
+    pub fn set<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        value: T,
+    ) -> Result<(), OperatorError> {
         let (b, key, now) = ctx.state_parts();
         self.h.table::<K, T>(b)?.put(key.clone(), value, now);
         Ok(())
@@ -135,7 +149,10 @@ pub struct ListState<T> {
 impl<T: StateValue> ListState<T> {
     /// A list state named `name`.
     pub fn new(name: &str) -> Self {
-        Self { h: Handle::new(name), _t: PhantomData }
+        Self {
+            h: Handle::new(name),
+            _t: PhantomData,
+        }
     }
 
     /// Gives each element a time-to-live.
@@ -145,7 +162,11 @@ impl<T: StateValue> ListState<T> {
     }
 
     /// Appends to the current key's list.
-    pub fn add<K: Key>(&self, ctx: &mut impl StateAccess<K>, value: T) -> Result<(), OperatorError> {
+    pub fn add<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        value: T,
+    ) -> Result<(), OperatorError> {
         let (b, key, now) = ctx.state_parts();
         let t = self.h.table::<K, Vec<(T, i64)>>(b)?;
         let ttl = t.ttl();
@@ -164,7 +185,9 @@ impl<T: StateValue> ListState<T> {
         let (b, key, now) = ctx.state_parts();
         let t = self.h.table::<K, Vec<(T, i64)>>(b)?;
         let ttl = t.ttl();
-        let Some(list) = t.get_mut_raw(key) else { return Ok(Vec::new()) };
+        let Some(list) = t.get_mut_raw(key) else {
+            return Ok(Vec::new());
+        };
         if let Some(ttl) = ttl {
             list.retain(|(_, stamp)| stamp + ttl.ttl_ms() > now);
             if ttl.update == TtlUpdate::OnReadAndWrite {
@@ -179,13 +202,21 @@ impl<T: StateValue> ListState<T> {
     }
 
     /// Replaces the current key's list.
-    pub fn update<K: Key>(&self, ctx: &mut impl StateAccess<K>, values: Vec<T>) -> Result<(), OperatorError> {
+    pub fn update<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        values: Vec<T>,
+    ) -> Result<(), OperatorError> {
         let (b, key, now) = ctx.state_parts();
         let t = self.h.table::<K, Vec<(T, i64)>>(b)?;
         if values.is_empty() {
             t.remove(key);
         } else {
-            t.put(key.clone(), values.into_iter().map(|v| (v, now)).collect(), now);
+            t.put(
+                key.clone(),
+                values.into_iter().map(|v| (v, now)).collect(),
+                now,
+            );
         }
         Ok(())
     }
@@ -210,7 +241,10 @@ type MapEntries<UK, UV> = BTreeMap<UK, (UV, i64)>;
 impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
     /// A map state named `name`.
     pub fn new(name: &str) -> Self {
-        Self { h: Handle::new(name), _t: PhantomData }
+        Self {
+            h: Handle::new(name),
+            _t: PhantomData,
+        }
     }
 
     /// Gives each entry a time-to-live.
@@ -219,11 +253,11 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
         self
     }
 
-    fn live<'a>(
-        map: &'a mut MapEntries<UK, UV>,
+    fn live(
+        map: &mut MapEntries<UK, UV>,
         ttl: Option<TtlConfig>,
         now: i64,
-    ) -> &'a mut MapEntries<UK, UV> {
+    ) -> &mut MapEntries<UK, UV> {
         if let Some(ttl) = ttl {
             map.retain(|_, (_, stamp)| *stamp + ttl.ttl_ms() > now);
         }
@@ -231,12 +265,20 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
     }
 
     /// The value under `k` for the current key.
-    pub fn get<K: Key>(&self, ctx: &mut impl StateAccess<K>, k: &UK) -> Result<Option<UV>, OperatorError> {
+    pub fn get<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        k: &UK,
+    ) -> Result<Option<UV>, OperatorError> {
         let (b, key, now) = ctx.state_parts();
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         let ttl = t.ttl();
-        let Some(map) = t.get_mut_raw(key) else { return Ok(None) };
-        let Some((v, stamp)) = map.get_mut(k) else { return Ok(None) };
+        let Some(map) = t.get_mut_raw(key) else {
+            return Ok(None);
+        };
+        let Some((v, stamp)) = map.get_mut(k) else {
+            return Ok(None);
+        };
         if let Some(ttl) = ttl {
             if *stamp + ttl.ttl_ms() <= now {
                 map.remove(k);
@@ -250,7 +292,12 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
     }
 
     /// Sets `k` to `v` for the current key.
-    pub fn put<K: Key>(&self, ctx: &mut impl StateAccess<K>, k: UK, v: UV) -> Result<(), OperatorError> {
+    pub fn put<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        k: UK,
+        v: UV,
+    ) -> Result<(), OperatorError> {
         let (b, key, now) = ctx.state_parts();
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         match t.get_mut_raw(key) {
@@ -263,7 +310,11 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
     }
 
     /// Removes `k` for the current key.
-    pub fn remove<K: Key>(&self, ctx: &mut impl StateAccess<K>, k: &UK) -> Result<(), OperatorError> {
+    pub fn remove<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        k: &UK,
+    ) -> Result<(), OperatorError> {
         let (b, key, _) = ctx.state_parts();
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         if let Some(map) = t.get_mut_raw(key) {
@@ -276,17 +327,29 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
     }
 
     /// The live entries of the current key, in key order.
-    pub fn entries<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Result<Vec<(UK, UV)>, OperatorError> {
+    pub fn entries<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+    ) -> Result<Vec<(UK, UV)>, OperatorError> {
         let (b, key, now) = ctx.state_parts();
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         let ttl = t.ttl();
-        let Some(map) = t.get_mut_raw(key) else { return Ok(Vec::new()) };
+        let Some(map) = t.get_mut_raw(key) else {
+            return Ok(Vec::new());
+        };
         let map = Self::live(map, ttl, now);
-        Ok(map.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect())
+        Ok(map
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect())
     }
 
     /// Whether `k` has a live value for the current key.
-    pub fn contains<K: Key>(&self, ctx: &mut impl StateAccess<K>, k: &UK) -> Result<bool, OperatorError> {
+    pub fn contains<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        k: &UK,
+    ) -> Result<bool, OperatorError> {
         Ok(self.get(ctx, k)?.is_some())
     }
 

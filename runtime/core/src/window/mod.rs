@@ -78,24 +78,40 @@ fn ms(d: Duration) -> i64 {
 impl WindowAssigner {
     /// Tumbling event-time windows of `size`.
     pub fn tumbling(size: Duration) -> Self {
-        Self::Tumbling { size: ms(size).max(1), offset: 0 }
+        Self::Tumbling {
+            size: ms(size).max(1),
+            offset: 0,
+        }
     }
 
     /// Sliding event-time windows of `size` every `slide`.
     pub fn sliding(size: Duration, slide: Duration) -> Self {
-        Self::Sliding { size: ms(size).max(1), slide: ms(slide).max(1), offset: 0 }
+        Self::Sliding {
+            size: ms(size).max(1),
+            slide: ms(slide).max(1),
+            offset: 0,
+        }
     }
 
     /// Session windows closed by `gap` of inactivity.
     pub fn session(gap: Duration) -> Self {
-        Self::Session { gap: ms(gap).max(1) }
+        Self::Session {
+            gap: ms(gap).max(1),
+        }
     }
 
     /// Shifts window starts (e.g. to align daily windows to a time zone).
     pub fn with_offset(self, offset: Duration) -> Self {
         match self {
-            Self::Tumbling { size, .. } => Self::Tumbling { size, offset: ms(offset) },
-            Self::Sliding { size, slide, .. } => Self::Sliding { size, slide, offset: ms(offset) },
+            Self::Tumbling { size, .. } => Self::Tumbling {
+                size,
+                offset: ms(offset),
+            },
+            Self::Sliding { size, slide, .. } => Self::Sliding {
+                size,
+                slide,
+                offset: ms(offset),
+            },
             s @ Self::Session { .. } => s,
         }
     }
@@ -113,7 +129,11 @@ impl WindowAssigner {
                 let start = window_start(ts, offset, size);
                 f(TimeWindow::new(start, start + size));
             }
-            Self::Sliding { size, slide, offset } => {
+            Self::Sliding {
+                size,
+                slide,
+                offset,
+            } => {
                 let last = window_start(ts, offset, slide);
                 let mut start = last;
                 while start > ts - size {
@@ -190,12 +210,19 @@ mod tests {
         let a = WindowAssigner::sliding(Duration::from_secs(10), Duration::from_secs(5));
         let mut w = vec![];
         a.assign(12_000, |x| w.push(x));
-        assert_eq!(w, vec![TimeWindow::new(10_000, 20_000), TimeWindow::new(5_000, 15_000)]);
+        assert_eq!(
+            w,
+            vec![
+                TimeWindow::new(10_000, 20_000),
+                TimeWindow::new(5_000, 15_000)
+            ]
+        );
     }
 
     #[test]
     fn offsets_shift_windows() {
-        let a = WindowAssigner::tumbling(Duration::from_secs(10)).with_offset(Duration::from_secs(3));
+        let a =
+            WindowAssigner::tumbling(Duration::from_secs(10)).with_offset(Duration::from_secs(3));
         let mut w = vec![];
         a.assign(12_000, |x| w.push(x));
         assert_eq!(w, vec![TimeWindow::new(3_000, 13_000)]);

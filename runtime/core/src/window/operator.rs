@@ -67,12 +67,14 @@ where
     }
 }
 
+type Types3<A, B, C> = PhantomData<fn() -> (A, B, C)>;
+
 /// Contents = an incremental aggregate whose result goes through a process window function.
 #[derive(Clone)]
 pub struct AggProcessContents<A, P, ACC, R, O> {
     pub(crate) agg: A,
     pub(crate) f: P,
-    pub(crate) _p: PhantomData<fn() -> (ACC, R, O)>,
+    pub(crate) _p: Types3<ACC, R, O>,
 }
 
 impl<K, T, A, P, ACC, R, O> WindowContents<K, T> for AggProcessContents<A, P, ACC, R, O>
@@ -207,17 +209,30 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
         acc: &C::Acc,
         out: &mut dyn Output<WindowOutput<C::Out, T>>,
     ) -> Result<(), OperatorError> {
-        let ctx = WindowContext { window: w, current_watermark: self.watermark };
+        let ctx = WindowContext {
+            window: w,
+            current_watermark: self.watermark,
+        };
         self.contents.emit(key, &ctx, acc, &mut self.scratch);
         for v in self.scratch.drain(..) {
-            out.emit(Record { ts: w.max_timestamp(), value: WindowOutput::Result(v) })?;
+            out.emit(Record {
+                ts: w.max_timestamp(),
+                value: WindowOutput::Result(v),
+            })?;
         }
         Ok(())
     }
 
-    fn late(&mut self, rec: Record<T>, out: &mut dyn Output<WindowOutput<C::Out, T>>) -> Result<(), OperatorError> {
+    fn late(
+        &mut self,
+        rec: Record<T>,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
         if self.emit_late {
-            out.emit(Record { ts: rec.ts, value: WindowOutput::Late(rec.value) })
+            out.emit(Record {
+                ts: rec.ts,
+                value: WindowOutput::Late(rec.value),
+            })
         } else {
             self.late_dropped += 1;
             Ok(())
@@ -306,8 +321,7 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
             }
         }
         // A merge can bridge to windows that did not touch the new record's own window.
-        loop {
-            let Some(pos) = keep.iter().position(|(w, _)| w.intersects(&merged)) else { break };
+        while let Some(pos) = keep.iter().position(|(w, _)| w.intersects(&merged)) {
             let (w, a) = keep.swap_remove(pos);
             merged = merged.cover(&w);
             self.contents.merge(&mut acc, a);
@@ -332,8 +346,12 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
         let is_fire = t == w.max_timestamp();
         let is_cleanup = t == self.cleanup_time(&w);
         if self.assigner.is_merging() {
-            let Some(list) = self.sessions.get_mut(&key) else { return Ok(()) };
-            let Some(pos) = list.iter().position(|(x, _)| *x == w) else { return Ok(()) };
+            let Some(list) = self.sessions.get_mut(&key) else {
+                return Ok(());
+            };
+            let Some(pos) = list.iter().position(|(x, _)| *x == w) else {
+                return Ok(());
+            };
             if is_cleanup {
                 let (_, acc) = list.swap_remove(pos);
                 if list.is_empty() {
@@ -353,17 +371,15 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
         } else {
             let k = (key, w);
             if is_cleanup {
-                if let Some(acc) = self.windows.remove(&k) {
-                    if is_fire {
-                        self.emit_window(&k.0, w, &acc, out)?;
-                    }
+                if let Some(acc) = self.windows.remove(&k)
+                    && is_fire
+                {
+                    self.emit_window(&k.0, w, &acc, out)?;
                 }
-            } else if is_fire {
-                if let Some(acc) = self.windows.remove(&k) {
-                    let r = self.emit_window(&k.0, w, &acc, out);
-                    self.windows.insert(k, acc);
-                    r?;
-                }
+            } else if is_fire && let Some(acc) = self.windows.remove(&k) {
+                let r = self.emit_window(&k.0, w, &acc, out);
+                self.windows.insert(k, acc);
+                r?;
             }
         }
         Ok(())
@@ -375,9 +391,15 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
     }
 }
 
-impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, T>> for WindowOperator<K, T, C> {
+impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, T>>
+    for WindowOperator<K, T, C>
+{
     #[inline]
-    fn process(&mut self, rec: Record<T>, out: &mut dyn Output<WindowOutput<C::Out, T>>) -> Result<(), OperatorError> {
+    fn process(
+        &mut self,
+        rec: Record<T>,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
         if rec.ts == NO_TIMESTAMP {
             return Err(OperatorError::User(
                 "a record reached an event-time window without a timestamp: give the source a \
@@ -393,7 +415,11 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
         }
     }
 
-    fn on_watermark(&mut self, wm: i64, out: &mut dyn Output<WindowOutput<C::Out, T>>) -> Result<(), OperatorError> {
+    fn on_watermark(
+        &mut self,
+        wm: i64,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
         if wm <= self.watermark {
             return Ok(());
         }
@@ -402,7 +428,9 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
             if *t > wm {
                 break;
             }
-            let Some((t, key, w)) = self.timers.pop_first() else { break };
+            let Some((t, key, w)) = self.timers.pop_first() else {
+                break;
+            };
             self.fire_timer(t, key, w, out)?;
         }
         out.emit_watermark(wm)
