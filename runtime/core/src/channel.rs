@@ -6,6 +6,7 @@
 //! backpressure: a fast producer blocks until its consumer catches up. All channels into one
 //! consumer share a [`Notify`], so the consumer sleeps on one condition variable.
 
+use crate::checkpoint::Barrier;
 use crate::record::Record;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ pub enum Event<T> {
     Idle,
     /// The producer has no more data.
     End,
+    /// A checkpoint barrier.
+    Barrier(Barrier),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -49,7 +52,8 @@ impl Notify {
         *lock(&self.seq)
     }
 
-    fn notify(&self) {
+    /// Wakes the consumer.
+    pub fn notify(&self) {
         let mut s = lock(&self.seq);
         *s = s.wrapping_add(1);
         self.cv.notify_one();
@@ -139,10 +143,14 @@ impl<T> Sender<T> {
         Ok(())
     }
 
-    /// Puts an event at the head of the queue, ahead of everything waiting and regardless of
-    /// capacity: the way a barrier overtakes in-flight data.
-    pub fn send_priority(&self, ev: Event<T>) {
-        lock(&self.shared.queue).push_front(ev);
+    /// Puts a barrier at the head of the queue, ahead of everything waiting and regardless of
+    /// capacity, recording how many events it overtook: the way an unaligned checkpoint's
+    /// barrier overtakes in-flight data.
+    pub fn send_barrier_priority(&self, mut barrier: Barrier) {
+        let mut q = lock(&self.shared.queue);
+        barrier.overtaken = q.len();
+        q.push_front(Event::Barrier(barrier));
+        drop(q);
         self.shared.consumer.notify();
     }
 }
@@ -195,8 +203,15 @@ mod tests {
         let (tx, rx) = channel::<u32>(2, n.clone(), cancel.clone());
         tx.send(Event::Watermark(1)).unwrap();
         tx.send(Event::Watermark(2)).unwrap();
-        tx.send_priority(Event::Idle);
-        assert!(matches!(rx.try_recv(), Some(Event::Idle)));
+        tx.send_barrier_priority(crate::checkpoint::Barrier {
+            id: 1,
+            timestamp_ms: 0,
+            kind: crate::checkpoint::SnapshotKind::Checkpoint,
+            unaligned: true,
+            alignment_timeout: None,
+            overtaken: 0,
+        });
+        assert!(matches!(rx.try_recv(), Some(Event::Barrier(b)) if b.overtaken == 2));
         assert!(matches!(rx.try_recv(), Some(Event::Watermark(1))));
         // Full again after one more send; a cancelled sender gives up instead of blocking.
         tx.send(Event::Watermark(3)).unwrap();

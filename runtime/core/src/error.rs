@@ -62,4 +62,10 @@ pub enum JobError {
     /// The job was cancelled.
     #[error("job was cancelled")]
     Cancelled,
+    /// The job failed for a reason outside any one task (e.g. checkpoint failures).
+    #[error("{0}")]
+    Failed(String),
+    /// Checkpoint storage or restore failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }

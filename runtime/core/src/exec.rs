@@ -1,34 +1,146 @@
-//! The executor: turns the logical graph into tasks (chains of operators with equal
-//! parallelism linked by forward edges), connects them with bounded channels, runs every
-//! subtask on its own thread, and tracks the job until it finishes, fails or is cancelled.
+//! Running one execution attempt of a job: the task loops (a source feeding a chain, or input
+//! channels feeding a chain), barrier handling — alignment, unaligned checkpoints with
+//! in-flight data, the switch from aligned to unaligned after a timeout — and the deployment
+//! that turns the job plan into connected threads.
 
 use crate::channel::{Event, Notify, Receiver};
+use crate::checkpoint::coordinator::{
+    Control, CoordMsg, FaultInjector, FaultPoint, SnapshotRequest, TaskControl,
+};
+use crate::checkpoint::restore::RestoredJob;
+use crate::checkpoint::storage::CheckpointStorage;
+use crate::checkpoint::{
+    Barrier, CheckpointingMode, OperatorSnapshot, RestoredState, SnapshotKind, decode, encode,
+};
 use crate::error::{JobError, OperatorError};
 use crate::graph::{AnyBox, EdgeWiring, HeadInit, ShipKind, Vertex, VertexKind};
 use crate::key::Data;
-use crate::metrics::{JobMetrics, SubtaskMetrics, VertexMetrics};
-use crate::operator::{BATCH_SIZE, OperatorInit, Output};
+use crate::metrics::JobMetrics;
+use crate::operator::{BATCH_SIZE, ChainSnapshots, OperatorInit, Output};
 use crate::record::Record;
 use crate::source::{Source, SourceContext, SourcePoll};
-use crate::time::{Clock, now_ms};
+use crate::time::Clock;
 use crate::watermark::{WatermarkGenerator, WatermarkStrategy};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// How often a task checks processing-time timers, flushes partial batches and publishes
 /// metrics when records keep flowing (Flink's buffer timeout plays the same role).
 const TICK: Duration = Duration::from_millis(10);
 
-/// Shared by all tasks of a job.
+/// What one subtask needs from the job around it.
 pub(crate) struct TaskRuntime {
+    pub attempt: u64,
     pub cancel: Arc<AtomicBool>,
     pub clock: Arc<dyn Clock>,
+    pub control: Arc<TaskControl>,
+    pub checkpointing: Option<CheckpointRuntime>,
+    pub fault: Option<FaultInjector>,
+    pub subtask: u32,
+    pub head_uid: String,
+    pub done: mpsc::Sender<TaskDone>,
+}
+
+/// The checkpointing side of a task.
+#[derive(Clone)]
+pub(crate) struct CheckpointRuntime {
+    pub mode: CheckpointingMode,
+    pub storage: Arc<dyn CheckpointStorage>,
+    pub writer: mpsc::Sender<SnapshotRequest>,
+    pub coord: mpsc::Sender<CoordMsg>,
 }
 
 impl TaskRuntime {
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn before_snapshot(&self, b: &Barrier) -> Result<(), OperatorError> {
+        let point = FaultPoint::BeforeSnapshot {
+            checkpoint: b.id,
+            uid: self.head_uid.clone(),
+            subtask: self.subtask,
+        };
+        if self.fault.as_ref().is_some_and(|f| f(&point)) {
+            return Err(OperatorError::User(format!(
+                "injected fault before snapshot of checkpoint {}",
+                b.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Hands a finished task snapshot to the writer.
+    fn submit(&self, b: &Barrier, ops: ChainSnapshots, channel: Vec<u8>) {
+        let Some(c) = &self.checkpointing else { return };
+        let location = match &b.kind {
+            SnapshotKind::Checkpoint => c.storage.checkpoint_location(b.id),
+            SnapshotKind::Savepoint { target } => target.clone(),
+        };
+        let req = SnapshotRequest {
+            attempt: self.attempt,
+            barrier: b.clone(),
+            location,
+            subtask: self.subtask,
+            ops,
+            channel,
+        };
+        let _ = c.writer.send(req);
+    }
+
+    fn decline(&self, id: u64, reason: String) {
+        if let Some(c) = &self.checkpointing {
+            let _ = c.coord.send(CoordMsg::Decline {
+                attempt: self.attempt,
+                id,
+                reason,
+            });
+        }
+    }
+
+    fn mode(&self) -> CheckpointingMode {
+        self.checkpointing
+            .as_ref()
+            .map_or(CheckpointingMode::ExactlyOnce, |c| c.mode)
+    }
+
+    /// Reports the task's end to the supervisor (once).
+    pub(crate) fn report(&self, result: Result<(), JobError>) {
+        if !self.control.reported.swap(true, Ordering::SeqCst) {
+            let _ = self.done.send(TaskDone {
+                attempt: self.attempt,
+                result,
+                late: false,
+            });
+        }
+    }
+
+    /// After the input ended: with checkpointing, stay to acknowledge later checkpoints with
+    /// the final state (a restore must not replay into a finished task), until the job ends.
+    fn linger<T>(&self, out: &mut dyn Output<T>, mut done_ids: u64) -> Result<(), OperatorError> {
+        if self.checkpointing.is_none() {
+            return Ok(());
+        }
+        self.control.finished.store(true, Ordering::SeqCst);
+        self.report(Ok(()));
+        while !self.cancelled() {
+            for c in self.control.take() {
+                match c {
+                    Control::Trigger(b) if b.id > done_ids => {
+                        done_ids = b.id;
+                        let mut snaps = ChainSnapshots::new();
+                        out.barrier(&b, &mut snaps)?;
+                        self.submit(&b, snaps, Vec::new());
+                    }
+                    Control::Trigger(_) => {}
+                    Control::Complete(id) => out.notify_checkpoint(id, true)?,
+                    Control::Abort(id) => out.notify_checkpoint(id, false)?,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 }
 
@@ -69,10 +181,25 @@ impl<T: Data> TaskHead for SourceHead<T> {
             clock: rt.clock.clone(),
         };
         let mut reader = self.source.create_reader(&ctx)?;
+        if let Some(state) = &self.init.restored {
+            match state.operator.as_slice() {
+                [] => {}
+                [position] => reader.restore(position)?,
+                _ => {
+                    return Err(OperatorError::Source(format!(
+                        "source {} got {} positions on restore: its parallelism changed and it cannot \
+                         merge positions; restore with the parallelism it had",
+                        self.init.uid,
+                        state.operator.len()
+                    )));
+                }
+            }
+        }
         let mut wmgen = WatermarkGenerator::new(self.watermarks.clone());
         let per_record = wmgen.per_record();
         let interval = wmgen.interval();
         let idleness = wmgen.idleness();
+        let uid = self.init.uid.clone();
         let out = &mut self.out;
         let mut buf: Vec<Record<T>> = Vec::with_capacity(BATCH_SIZE);
         let mut emitted: u64 = 0;
@@ -80,9 +207,56 @@ impl<T: Data> TaskHead for SourceHead<T> {
         let mut last_wm = Instant::now();
         let mut last_data = Instant::now();
         let mut idle = false;
+        // With checkpointing, a finished source waits for one more checkpoint so that sinks
+        // commit everything before the job ends (Flink's final checkpoint).
+        let mut finished = false;
+        let mut final_id: Option<u64> = None;
+        let mut last_snapshot = 0u64;
         loop {
             if rt.cancelled() {
                 return Ok(());
+            }
+            for c in rt.control.take() {
+                match c {
+                    Control::Trigger(b) => {
+                        last_snapshot = b.id;
+                        rt.before_snapshot(&b)?;
+                        let mut snaps: ChainSnapshots = vec![(
+                            uid.clone(),
+                            OperatorSnapshot {
+                                keyed: None,
+                                operator: vec![reader.position()],
+                            },
+                        )];
+                        out.barrier(&b, &mut snaps)?;
+                        rt.submit(&b, snaps, Vec::new());
+                        if finished && final_id.is_none() {
+                            final_id = Some(b.id);
+                        }
+                    }
+                    Control::Complete(id) => {
+                        out.notify_checkpoint(id, true)?;
+                        if final_id.is_some_and(|f| id >= f) {
+                            self.init
+                                .metrics
+                                .records_out
+                                .store(emitted, Ordering::Relaxed);
+                            out.end_of_input()?;
+                            out.publish_metrics();
+                            return rt.linger(&mut **out, last_snapshot);
+                        }
+                    }
+                    Control::Abort(id) => {
+                        out.notify_checkpoint(id, false)?;
+                        if final_id == Some(id) {
+                            final_id = None;
+                        }
+                    }
+                }
+            }
+            if finished {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
             }
             let poll = reader.poll(&mut buf)?;
             if !buf.is_empty() {
@@ -101,13 +275,23 @@ impl<T: Data> TaskHead for SourceHead<T> {
                 SourcePoll::Finished => {
                     // A bounded input is complete: every event-time window may fire.
                     out.emit_watermark(i64::MAX)?;
+                    out.flush()?;
                     self.init
                         .metrics
                         .records_out
                         .store(emitted, Ordering::Relaxed);
-                    out.end_of_input()?;
                     out.publish_metrics();
-                    return Ok(());
+                    match &rt.checkpointing {
+                        Some(c) => {
+                            finished = true;
+                            let _ = c.coord.send(CoordMsg::Shutdown);
+                        }
+                        None => {
+                            out.end_of_input()?;
+                            out.publish_metrics();
+                            return Ok(());
+                        }
+                    }
                 }
                 SourcePoll::Idle => {
                     out.flush()?;
@@ -143,11 +327,17 @@ impl<T: Data> TaskHead for SourceHead<T> {
     }
 }
 
-/// Runs a chain fed by channels from upstream subtasks, merging their watermarks.
+/// Runs a chain fed by channels from upstream subtasks, merging their watermarks and aligning
+/// their barriers.
 pub(crate) struct InputHead<I> {
     channels: Vec<Receiver<I>>,
     notify: Arc<Notify>,
     out: Box<dyn Output<I>>,
+    replay: Option<Vec<u8>>,
+    last_snapshot: u64,
+    /// Barriers triggered directly while the inputs were still open; snapshotted on finishing
+    /// if they never arrived through the channels.
+    direct: Vec<Barrier>,
 }
 
 impl<I> InputHead<I> {
@@ -156,6 +346,9 @@ impl<I> InputHead<I> {
             channels,
             notify: h.notify,
             out,
+            replay: h.channel_state,
+            last_snapshot: 0,
+            direct: Vec::new(),
         }
     }
 }
@@ -232,32 +425,197 @@ impl WatermarkValve {
     }
 }
 
+/// The progress of one checkpoint at an input gate.
+struct Alignment<I> {
+    barrier: Barrier,
+    arrived: Vec<bool>,
+    waiting: usize,
+    started: Instant,
+    /// Unaligned: the operators were snapshotted at the first barrier; records that the
+    /// barrier overtook are being captured.
+    snapshotted: Option<ChainSnapshots>,
+    /// Per channel, events still to capture after that channel's barrier (what it overtook).
+    overtaken: Vec<usize>,
+    inflight: Vec<Record<I>>,
+}
+
+impl<I: Data> Alignment<I> {
+    fn new(barrier: Barrier, ended: &[bool]) -> Self {
+        let n = ended.len();
+        Self {
+            waiting: ended.iter().filter(|e| !**e).count(),
+            arrived: ended.to_vec(),
+            barrier,
+            started: Instant::now(),
+            snapshotted: None,
+            overtaken: vec![0; n],
+            inflight: Vec::new(),
+        }
+    }
+
+    /// Whether events of channel `i` are in-flight data of this checkpoint.
+    fn captures(&self, i: usize) -> bool {
+        self.snapshotted.is_some() && (!self.arrived[i] || self.overtaken[i] > 0)
+    }
+
+    /// Whether channel `i` is blocked (aligned exactly-once: its barrier came, others not yet).
+    fn blocks(&self, i: usize, mode: CheckpointingMode) -> bool {
+        mode == CheckpointingMode::ExactlyOnce && self.snapshotted.is_none() && self.arrived[i]
+    }
+
+    fn done(&self) -> bool {
+        self.waiting == 0 && self.overtaken.iter().all(|&o| o == 0)
+    }
+}
+
+impl<I: Data> InputHead<I> {
+    /// Snapshots the chain and forwards the barrier (with priority when `unaligned`).
+    fn snapshot(
+        &mut self,
+        rt: &TaskRuntime,
+        b: &Barrier,
+        unaligned: bool,
+    ) -> Result<ChainSnapshots, OperatorError> {
+        rt.before_snapshot(b)?;
+        let mut snaps = ChainSnapshots::new();
+        let fwd = Barrier {
+            unaligned,
+            overtaken: 0,
+            ..b.clone()
+        };
+        self.out.barrier(&fwd, &mut snaps)?;
+        Ok(snaps)
+    }
+
+    fn finish_alignment(&mut self, rt: &TaskRuntime, a: Alignment<I>) -> Result<(), OperatorError> {
+        self.last_snapshot = self.last_snapshot.max(a.barrier.id);
+        let (snaps, channel) = match a.snapshotted {
+            Some(snaps) => (
+                snaps,
+                if a.inflight.is_empty() {
+                    Vec::new()
+                } else {
+                    encode(&a.inflight)?
+                },
+            ),
+            None => (self.snapshot(rt, &a.barrier, false)?, Vec::new()),
+        };
+        rt.submit(&a.barrier, snaps, channel);
+        Ok(())
+    }
+
+    /// A barrier arrived on channel `i`.
+    fn on_barrier(
+        &mut self,
+        rt: &TaskRuntime,
+        align: &mut Option<Alignment<I>>,
+        ended: &[bool],
+        i: usize,
+        b: Barrier,
+    ) -> Result<(), OperatorError> {
+        match align {
+            Some(a) if b.id < a.barrier.id => return Ok(()),
+            Some(a) if b.id > a.barrier.id => {
+                // A newer checkpoint overtook an unfinished one: the older one cannot complete.
+                rt.decline(
+                    a.barrier.id,
+                    format!("checkpoint {} was subsumed by {}", a.barrier.id, b.id),
+                );
+                *align = None;
+            }
+            _ => {}
+        }
+        let a = align.get_or_insert_with(|| Alignment::new(b.clone(), ended));
+        if !a.arrived[i] {
+            a.arrived[i] = true;
+            a.waiting -= 1;
+        }
+        if b.unaligned && a.snapshotted.is_none() {
+            let barrier = a.barrier.clone();
+            let snaps = self.snapshot(rt, &barrier, true)?;
+            if let Some(a) = align.as_mut() {
+                a.snapshotted = Some(snaps);
+            }
+        }
+        if let Some(a) = align.as_mut()
+            && a.snapshotted.is_some()
+        {
+            a.overtaken[i] = b.overtaken;
+        }
+        self.maybe_finish(rt, align)
+    }
+
+    fn maybe_finish(
+        &mut self,
+        rt: &TaskRuntime,
+        align: &mut Option<Alignment<I>>,
+    ) -> Result<(), OperatorError> {
+        if align.as_ref().is_some_and(Alignment::done)
+            && let Some(a) = align.take()
+        {
+            self.finish_alignment(rt, a)?;
+        }
+        Ok(())
+    }
+}
+
 impl<I: Data> TaskHead for InputHead<I> {
     fn run(mut self: Box<Self>, rt: &TaskRuntime) -> Result<(), OperatorError> {
+        if let Some(bytes) = self.replay.take() {
+            // In-flight records of an unaligned checkpoint come before anything new.
+            let records: Vec<Record<I>> = decode("in-flight records", &bytes)?;
+            for r in records {
+                self.out.emit(r)?;
+            }
+        }
         let n = self.channels.len();
+        let mode = rt.mode();
         let mut valve = WatermarkValve::new(n);
         let mut open = n;
         let mut last_tick = Instant::now();
-        let out = &mut self.out;
+        let mut align: Option<Alignment<I>> = None;
         while open > 0 {
             if rt.cancelled() {
                 return Ok(());
             }
+            for c in rt.control.take() {
+                match c {
+                    Control::Complete(id) => self.out.notify_checkpoint(id, true)?,
+                    Control::Abort(id) => {
+                        if align.as_ref().is_some_and(|a| a.barrier.id == id) {
+                            align = None;
+                        }
+                        self.out.notify_checkpoint(id, false)?;
+                    }
+                    Control::Trigger(b) => self.direct.push(b),
+                }
+            }
             let seen = self.notify.seq();
             let mut got = false;
             for i in 0..n {
-                if valve.ended[i] {
+                if valve.ended[i] || align.as_ref().is_some_and(|a| a.blocks(i, mode)) {
                     continue;
                 }
                 let Some(ev) = self.channels[i].try_recv() else {
                     continue;
                 };
                 got = true;
+                if let Some(a) = align.as_mut()
+                    && a.captures(i)
+                    && !matches!(ev, Event::Barrier(_))
+                {
+                    if let Event::Batch(batch) = &ev {
+                        a.inflight.extend(batch.iter().cloned());
+                    }
+                    if a.arrived[i] {
+                        a.overtaken[i] -= 1;
+                    }
+                }
                 let step = match ev {
                     Event::Batch(batch) => {
                         valve.active(i);
                         for r in batch {
-                            out.emit(r)?;
+                            self.out.emit(r)?;
                         }
                         ValveOutput::Nothing
                     }
@@ -273,176 +631,73 @@ impl<I: Data> TaskHead for InputHead<I> {
                     Event::End => {
                         valve.ended[i] = true;
                         open -= 1;
+                        if let Some(a) = align.as_mut()
+                            && !a.arrived[i]
+                        {
+                            a.arrived[i] = true;
+                            a.waiting -= 1;
+                        }
                         valve.recompute()
+                    }
+                    Event::Barrier(b) => {
+                        let ended = valve.ended.clone();
+                        self.on_barrier(rt, &mut align, &ended, i, b)?;
+                        ValveOutput::Nothing
                     }
                 };
                 match step {
-                    ValveOutput::Advance(wm) => out.emit_watermark(wm)?,
-                    ValveOutput::Idle => out.mark_idle()?,
+                    ValveOutput::Advance(wm) => self.out.emit_watermark(wm)?,
+                    ValveOutput::Idle => self.out.mark_idle()?,
                     ValveOutput::AdvanceThenIdle(wm) => {
-                        out.emit_watermark(wm)?;
-                        out.mark_idle()?;
+                        self.out.emit_watermark(wm)?;
+                        self.out.mark_idle()?;
                     }
                     ValveOutput::Nothing => {}
                 }
+                self.maybe_finish(rt, &mut align)?;
+            }
+            // Aligned for too long: switch this checkpoint to unaligned.
+            if let Some(a) = align.as_ref()
+                && a.snapshotted.is_none()
+                && a.barrier
+                    .alignment_timeout
+                    .is_some_and(|t| a.started.elapsed() >= t)
+            {
+                let barrier = a.barrier.clone();
+                let snaps = self.snapshot(rt, &barrier, true)?;
+                if let Some(a) = align.as_mut() {
+                    a.snapshotted = Some(snaps);
+                }
+                self.maybe_finish(rt, &mut align)?;
             }
             let now = Instant::now();
             if !got || now.duration_since(last_tick) >= TICK {
                 last_tick = now;
-                out.processing_time(rt.clock.now_ms())?;
-                out.flush()?;
-                out.publish_metrics();
+                self.out.processing_time(rt.clock.now_ms())?;
+                self.out.flush()?;
+                self.out.publish_metrics();
                 if !got && open > 0 {
                     self.notify.wait(seen, TICK);
                 }
             }
         }
-        out.end_of_input()?;
-        out.publish_metrics();
-        Ok(())
-    }
-}
-
-/// What the job is doing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunState {
-    /// Tasks are running.
-    Running,
-    /// Cancellation was requested; tasks are stopping.
-    Cancelling,
-    /// Every task ended normally (bounded input).
-    Finished,
-    /// A task failed; the message says why.
-    Failed(String),
-    /// The job was cancelled.
-    Canceled,
-}
-
-/// A snapshot of the job's status.
-#[derive(Debug, Clone)]
-pub struct JobStatusView {
-    /// Job name.
-    pub name: String,
-    /// Current state.
-    pub state: RunState,
-    /// Start time (ms since epoch).
-    pub start_ms: i64,
-    /// End time, once ended.
-    pub end_ms: Option<i64>,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// All input was processed.
-    Finished,
-    /// Cancelled on request.
-    Canceled,
-}
-
-struct JobShared {
-    status: Mutex<(JobStatusView, Option<JobError>)>,
-    done: Condvar,
-    cancel: Arc<AtomicBool>,
-}
-
-/// A running job.
-#[derive(Clone)]
-pub struct JobHandle {
-    shared: Arc<JobShared>,
-    metrics: Arc<JobMetrics>,
-    parallelism: u32,
-    max_parallelism: u32,
-}
-
-impl std::fmt::Debug for JobHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobHandle")
-            .field("status", &self.status())
-            .finish()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl JobHandle {
-    /// The job's status now.
-    pub fn status(&self) -> JobStatusView {
-        lock(&self.shared.status).0.clone()
-    }
-
-    /// Live counters.
-    pub fn metrics(&self) -> &Arc<JobMetrics> {
-        &self.metrics
-    }
-
-    /// Default parallelism of the job.
-    pub fn parallelism(&self) -> u32 {
-        self.parallelism
-    }
-
-    /// Number of key groups.
-    pub fn max_parallelism(&self) -> u32 {
-        self.max_parallelism
-    }
-
-    /// Asks every task to stop.
-    pub fn cancel(&self) {
-        let mut g = lock(&self.shared.status);
-        if g.0.state == RunState::Running {
-            g.0.state = RunState::Cancelling;
+        if let Some(a) = align.take() {
+            // The inputs ended mid-alignment: every channel counts as arrived.
+            self.finish_alignment(rt, a)?;
         }
-        self.shared.cancel.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the job has ended.
-    pub fn is_done(&self) -> bool {
-        lock(&self.shared.status).0.end_ms.is_some()
-    }
-
-    /// Waits for the job to end.
-    pub fn wait(&self) -> Result<JobOutcome, JobError> {
-        let mut g = lock(&self.shared.status);
-        while g.0.end_ms.is_none() {
-            g = self
-                .shared
-                .done
-                .wait(g)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        Self::outcome(&mut g)
-    }
-
-    /// Waits at most `timeout`; `None` if the job is still running.
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<JobOutcome, JobError>> {
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(&self.shared.status);
-        while g.0.end_ms.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
+        self.out.end_of_input()?;
+        self.out.publish_metrics();
+        // Checkpoints triggered while the inputs were closing: snapshot the final state.
+        for b in std::mem::take(&mut self.direct) {
+            if b.id > self.last_snapshot {
+                self.last_snapshot = b.id;
+                let mut snaps = ChainSnapshots::new();
+                self.out.barrier(&b, &mut snaps)?;
+                rt.submit(&b, snaps, Vec::new());
             }
-            g = self
-                .shared
-                .done
-                .wait_timeout(g, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
         }
-        Some(Self::outcome(&mut g))
-    }
-
-    fn outcome(g: &mut (JobStatusView, Option<JobError>)) -> Result<JobOutcome, JobError> {
-        match &g.0.state {
-            RunState::Finished => Ok(JobOutcome::Finished),
-            RunState::Canceled => Ok(JobOutcome::Canceled),
-            _ => Err(g
-                .1
-                .take()
-                .unwrap_or_else(|| JobError::InvalidGraph(format!("{:?}", g.0.state)))),
-        }
+        let last = self.last_snapshot;
+        rt.linger(&mut *self.out, last)
     }
 }
 
@@ -463,6 +718,18 @@ struct Task {
     parallelism: u32,
 }
 
+/// The deployable form of a job: vertices with resolved parallelism and uids, grouped into
+/// chained tasks. Built once; every execution attempt deploys it anew.
+pub(crate) struct JobPlan {
+    pub vertices: Arc<Vec<Vertex>>,
+    pub settings: ExecSettings,
+    pub par: Vec<u32>,
+    pub uids: Vec<String>,
+    tasks: Vec<Task>,
+    task_of: Vec<usize>,
+    chained: Vec<bool>,
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_string())
@@ -470,112 +737,158 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Deploys `vertices` and starts every subtask.
-pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle, JobError> {
-    if !vertices.iter().any(|v| v.kind == VertexKind::Sink) {
-        return Err(JobError::InvalidGraph(
-            "the dataflow has no sink: add one with `.sink(...)`".into(),
-        ));
-    }
-    if s.parallelism == 0 || s.max_parallelism < s.parallelism {
-        return Err(JobError::InvalidGraph(format!(
-            "parallelism {} must be at least 1 and at most maxParallelism {}",
-            s.parallelism, s.max_parallelism
-        )));
-    }
-    let par: Vec<u32> = vertices
-        .iter()
-        .map(|v| v.parallelism.unwrap_or(s.parallelism))
-        .collect();
-    for (v, &p) in vertices.iter().zip(&par) {
-        if p == 0 || p > s.max_parallelism {
+impl JobPlan {
+    pub(crate) fn new(vertices: Vec<Vertex>, s: ExecSettings) -> Result<Self, JobError> {
+        if !vertices.iter().any(|v| v.kind == VertexKind::Sink) {
+            return Err(JobError::InvalidGraph(
+                "the dataflow has no sink: add one with `.sink(...)`".into(),
+            ));
+        }
+        if s.parallelism == 0 || s.max_parallelism < s.parallelism {
             return Err(JobError::InvalidGraph(format!(
-                "operator {:?} has parallelism {p}; it must be between 1 and maxParallelism {}",
-                v.name, s.max_parallelism
+                "parallelism {} must be at least 1 and at most maxParallelism {}",
+                s.parallelism, s.max_parallelism
             )));
         }
-    }
-    let uids = assign_uids(&vertices)?;
-    let mut consumers: Vec<Vec<(usize, usize)>> = vec![Vec::new(); vertices.len()];
-    for (vi, v) in vertices.iter().enumerate() {
-        for (ei, e) in v.inputs.iter().enumerate() {
-            consumers[e.from].push((vi, ei));
+        let par: Vec<u32> = vertices
+            .iter()
+            .map(|v| v.parallelism.unwrap_or(s.parallelism))
+            .collect();
+        for (v, &p) in vertices.iter().zip(&par) {
+            if p == 0 || p > s.max_parallelism {
+                return Err(JobError::InvalidGraph(format!(
+                    "operator {:?} has parallelism {p}; it must be between 1 and maxParallelism {}",
+                    v.name, s.max_parallelism
+                )));
+            }
         }
+        let uids = assign_uids(&vertices)?;
+        let mut consumers = vec![0usize; vertices.len()];
+        for v in &vertices {
+            for e in &v.inputs {
+                consumers[e.from] += 1;
+            }
+        }
+        // Chain a vertex onto its only producer when records would go subtask i -> i anyway.
+        let chained: Vec<bool> = (0..vertices.len())
+            .map(|vi| {
+                let v = &vertices[vi];
+                if !s.chaining || !v.chainable || v.inputs.len() != 1 {
+                    return false;
+                }
+                let e = &v.inputs[0];
+                e.kind == ShipKind::Forward && par[e.from] == par[vi] && consumers[e.from] == 1
+            })
+            .collect();
+        let mut tasks: Vec<Task> = Vec::new();
+        let mut task_of = vec![usize::MAX; vertices.len()];
+        for vi in 0..vertices.len() {
+            if chained[vi] {
+                let t = task_of[vertices[vi].inputs[0].from];
+                tasks[t].chain.push(vi);
+                tasks[t].name.push_str(" -> ");
+                tasks[t].name.push_str(&vertices[vi].name);
+                task_of[vi] = t;
+            } else {
+                task_of[vi] = tasks.len();
+                tasks.push(Task {
+                    name: vertices[vi].name.clone(),
+                    chain: vec![vi],
+                    parallelism: par[vi],
+                });
+            }
+        }
+        Ok(Self {
+            vertices: Arc::new(vertices),
+            settings: s,
+            par,
+            uids,
+            tasks,
+            task_of,
+            chained,
+        })
     }
 
-    // Chain a vertex onto its only producer when records would go subtask i -> subtask i anyway.
-    let chained_into_prev = |vi: usize| -> bool {
-        let v = &vertices[vi];
-        if !s.chaining || !v.chainable || v.inputs.len() != 1 {
-            return false;
-        }
-        let e = &v.inputs[0];
-        e.kind == ShipKind::Forward && par[e.from] == par[vi] && consumers[e.from].len() == 1
-    };
-    let mut tasks: Vec<Task> = Vec::new();
-    let mut task_of = vec![usize::MAX; vertices.len()];
-    for vi in 0..vertices.len() {
-        if chained_into_prev(vi) {
-            let t = task_of[vertices[vi].inputs[0].from];
-            tasks[t].chain.push(vi);
-            tasks[t].name.push_str(" -> ");
-            tasks[t].name.push_str(&vertices[vi].name);
-            task_of[vi] = t;
-        } else {
-            task_of[vi] = tasks.len();
-            tasks.push(Task {
-                name: vertices[vi].name.clone(),
-                chain: vec![vi],
-                parallelism: par[vi],
-            });
-        }
+    /// Total number of subtasks (threads) of one attempt.
+    pub(crate) fn subtask_count(&self) -> usize {
+        self.tasks.iter().map(|t| t.parallelism as usize).sum()
     }
 
-    let metrics = Arc::new(JobMetrics {
-        vertices: vertices
+    /// (uid, name, parallelism) per vertex.
+    pub(crate) fn operators(&self) -> Vec<(String, String, u32)> {
+        self.vertices
             .iter()
             .enumerate()
-            .map(|(vi, v)| VertexMetrics {
-                uid: uids[vi].clone(),
-                name: v.name.clone(),
-                is_source: v.kind == VertexKind::Source,
-                is_sink: v.kind == VertexKind::Sink,
-                subtasks: (0..par[vi])
-                    .map(|_| Arc::new(SubtaskMetrics::default()))
-                    .collect(),
-            })
-            .collect(),
-    });
+            .map(|(i, v)| (self.uids[i].clone(), v.name.clone(), self.par[i]))
+            .collect()
+    }
+}
 
+/// A message from a task thread to the supervisor.
+pub(crate) struct TaskDone {
+    pub attempt: u64,
+    pub result: Result<(), JobError>,
+    /// The task had already reported finishing its input; this is a failure while it
+    /// lingered, which fails the attempt without counting the task twice.
+    pub late: bool,
+}
+
+/// A deployed attempt.
+pub(crate) struct Attempt {
+    pub cancel: Arc<AtomicBool>,
+    pub all: Vec<Arc<TaskControl>>,
+}
+
+/// Everything an attempt's tasks share.
+pub(crate) struct AttemptContext {
+    pub attempt: u64,
+    pub metrics: Arc<JobMetrics>,
+    pub restore: Option<Arc<RestoredJob>>,
+    pub checkpointing: Option<CheckpointRuntime>,
+    pub fault: Option<FaultInjector>,
+    pub done: mpsc::Sender<TaskDone>,
+}
+
+fn restore_error(e: crate::checkpoint::restore::RestoreError) -> OperatorError {
+    OperatorError::State {
+        name: "restore".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Connects and starts every subtask of the plan.
+pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, JobError> {
+    let s = &plan.settings;
+    let vertices = &plan.vertices;
     let cancel = Arc::new(AtomicBool::new(false));
-    // One notifier per subtask of every task head, shared by all its input channels.
-    let notifies: Vec<Vec<Arc<Notify>>> = tasks
+    // One notifier per subtask of every task, shared by all its input channels and its mailbox.
+    let notifies: Vec<Vec<Arc<Notify>>> = plan
+        .tasks
         .iter()
         .map(|t| (0..t.parallelism).map(|_| Notify::new()).collect())
         .collect();
-    // Outputs leaving a vertex across tasks, per (vertex, subtask); inputs per (vertex, subtask).
-    let mut exits: Vec<Vec<Vec<AnyBox>>> = vertices
+    let mut exits: Vec<Vec<Vec<AnyBox>>> = plan
+        .par
         .iter()
-        .enumerate()
-        .map(|(vi, _)| (0..par[vi]).map(|_| Vec::new()).collect())
+        .map(|&p| (0..p).map(|_| Vec::new()).collect())
         .collect();
-    let mut entries: Vec<Vec<Vec<AnyBox>>> = vertices
+    let mut entries: Vec<Vec<Vec<AnyBox>>> = plan
+        .par
         .iter()
-        .enumerate()
-        .map(|(vi, _)| (0..par[vi]).map(|_| Vec::new()).collect())
+        .map(|&p| (0..p).map(|_| Vec::new()).collect())
         .collect();
     for (vi, v) in vertices.iter().enumerate() {
-        if chained_into_prev(vi) {
+        if plan.chained[vi] {
             continue;
         }
         for e in &v.inputs {
-            let pointwise = e.kind == ShipKind::Forward && par[e.from] == par[vi];
+            let pointwise = e.kind == ShipKind::Forward && plan.par[e.from] == plan.par[vi];
             let wiring = EdgeWiring {
-                producers: par[e.from],
-                consumers: par[vi],
+                producers: plan.par[e.from],
+                consumers: plan.par[vi],
                 pointwise,
                 max_parallelism: s.max_parallelism,
-                notifies: &notifies[task_of[vi]],
+                notifies: &notifies[plan.task_of[vi]],
                 cancel: &cancel,
                 capacity: s.channel_capacity,
             };
@@ -589,56 +902,78 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
         }
     }
 
-    let rt = Arc::new(TaskRuntime {
-        cancel: cancel.clone(),
-        clock: s.clock.clone(),
-    });
-    let shared = Arc::new(JobShared {
-        status: Mutex::new((
-            JobStatusView {
-                name: s.name.clone(),
-                state: RunState::Running,
-                start_ms: now_ms(),
-                end_ms: None,
-            },
-            None,
-        )),
-        done: Condvar::new(),
-        cancel: cancel.clone(),
-    });
-    let (done_tx, done_rx) = mpsc::channel::<(String, u32, Result<(), JobError>)>();
-    let vertices = Arc::new(vertices);
-    let mut spawned = 0usize;
-    for (ti, task) in tasks.iter().enumerate() {
+    let mut all = Vec::new();
+    let mut bodies = Vec::new();
+    for (ti, task) in plan.tasks.iter().enumerate() {
         for sub in 0..task.parallelism {
             let chain = task.chain.clone();
-            let head_inputs = std::mem::take(&mut entries[chain[0]][sub as usize]);
-            let tail = *chain.last().unwrap_or(&chain[0]);
-            let tail_exits = std::mem::take(&mut exits[tail][sub as usize]);
-            let vertices = vertices.clone();
-            let init_of = {
-                let metrics = metrics.clone();
-                let uids = uids.clone();
-                let par = par.clone();
-                let clock = s.clock.clone();
-                let maxp = s.max_parallelism;
-                move |vi: usize| OperatorInit {
-                    uid: uids[vi].clone(),
-                    name: vertices_name(&metrics, vi),
+            let head = chain[0];
+            let control = TaskControl::new(notifies[ti][sub as usize].clone());
+            all.push(control.clone());
+            let mut inits = Vec::with_capacity(chain.len());
+            for &vi in &chain {
+                let restored: Option<RestoredState> = match &ctx.restore {
+                    Some(r) => r
+                        .state_for(&plan.uids[vi], sub, plan.par[vi])
+                        .map_err(|e| JobError::TaskFailed {
+                            task: task.name.clone(),
+                            subtask: sub,
+                            source: restore_error(e),
+                        })?,
+                    None => None,
+                };
+                inits.push(OperatorInit {
+                    uid: plan.uids[vi].clone(),
+                    name: vertices[vi].name.clone(),
                     subtask: sub,
-                    parallelism: par[vi],
-                    max_parallelism: maxp,
-                    clock: clock.clone(),
-                    metrics: metrics.vertices[vi].subtasks[sub as usize].clone(),
-                }
+                    parallelism: plan.par[vi],
+                    max_parallelism: s.max_parallelism,
+                    clock: s.clock.clone(),
+                    metrics: ctx.metrics.vertices[vi].subtasks[sub as usize].clone(),
+                    restored,
+                });
+            }
+            let channel_state = match &ctx.restore {
+                Some(r) => r
+                    .channel_state_for(&plan.uids[head], sub, plan.par[head])
+                    .map_err(|e| JobError::TaskFailed {
+                        task: task.name.clone(),
+                        subtask: sub,
+                        source: restore_error(e),
+                    })?
+                    .map(<[u8]>::to_vec),
+                None => None,
             };
+            let rt = TaskRuntime {
+                attempt: ctx.attempt,
+                cancel: cancel.clone(),
+                clock: s.clock.clone(),
+                control,
+                checkpointing: ctx.checkpointing.clone(),
+                fault: ctx.fault.clone(),
+                subtask: sub,
+                head_uid: plan.uids[head].clone(),
+                done: ctx.done.clone(),
+            };
+            let control_for_thread = rt.control.clone();
+            let head_inputs = std::mem::take(&mut entries[head][sub as usize]);
+            let tail = *chain.last().unwrap_or(&head);
+            let tail_exits = std::mem::take(&mut exits[tail][sub as usize]);
+            let head_name = vertices[head].name.clone();
+            let vertices = vertices.clone();
             let notify = notifies[ti][sub as usize].clone();
-            let rt = rt.clone();
-            let done_tx = done_tx.clone();
-            let task_name = task.name.clone();
-            let thread_name = format!("{}#{sub}", vertices[chain[0]].name);
-            let task_cancel = cancel.clone();
+            let restoring = ctx.restore.is_some();
             let body = move || -> Result<(), OperatorError> {
+                if restoring {
+                    let point = FaultPoint::Restore {
+                        attempt: rt.attempt,
+                        uid: rt.head_uid.clone(),
+                        subtask: rt.subtask,
+                    };
+                    if rt.fault.as_ref().is_some_and(|f| f(&point)) {
+                        return Err(OperatorError::User("injected fault during restore".into()));
+                    }
+                }
                 let tail_v = &vertices[tail];
                 let mut next = match tail_exits.len() {
                     0 => tail_v.factory.discard(),
@@ -648,99 +983,65 @@ pub(crate) fn deploy(vertices: Vec<Vertex>, s: ExecSettings) -> Result<JobHandle
                         .unwrap_or_else(|| tail_v.factory.discard()),
                     _ => tail_v.factory.tee(tail_exits)?,
                 };
-                for &vi in chain.iter().skip(1).rev() {
-                    next = vertices[vi].factory.chain_into(&init_of(vi), next)?;
+                let mut inits = inits;
+                let head_init = inits.remove(0);
+                for (k, &vi) in chain.iter().enumerate().skip(1).rev() {
+                    next = vertices[vi].factory.chain_into(&inits[k - 1], next)?;
                 }
-                let head = vertices[chain[0]].factory.head(
+                let h = vertices[head].factory.head(
                     HeadInit {
-                        init: init_of(chain[0]),
+                        init: head_init,
                         notify,
+                        channel_state,
                     },
                     head_inputs,
                     next,
                 )?;
-                head.run(&rt)
+                h.run(&rt)
             };
-            let spawn = std::thread::Builder::new()
-                .name(thread_name)
-                .spawn(move || {
-                    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-                    let res = match res {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(JobError::TaskFailed {
-                            task: task_name.clone(),
-                            subtask: sub,
-                            source: e,
-                        }),
-                        Err(p) => Err(JobError::TaskPanicked {
-                            task: task_name.clone(),
-                            subtask: sub,
-                            message: panic_message(p.as_ref()),
-                        }),
-                    };
-                    if res.is_err() {
-                        // Stop the other tasks right away; they may be blocked on this one.
-                        task_cancel.store(true, Ordering::SeqCst);
-                    }
-                    let _ = done_tx.send((task_name, sub, res));
-                });
-            match spawn {
-                Ok(_) => spawned += 1,
-                Err(e) => {
-                    cancel.store(true, Ordering::SeqCst);
-                    return Err(JobError::Spawn(e));
-                }
-            }
+            bodies.push((task.name.clone(), head_name, sub, control_for_thread, body));
         }
     }
-    drop(done_tx);
-
-    let sup_shared = shared.clone();
-    std::thread::Builder::new()
-        .name("job-supervisor".into())
-        .spawn(move || {
-            let mut first_error: Option<JobError> = None;
-            for _ in 0..spawned {
-                let Ok((_, _, res)) = done_rx.recv() else {
-                    break;
+    for (task_name, head_name, sub, control, body) in bodies {
+        let done = ctx.done.clone();
+        let task_cancel = cancel.clone();
+        let attempt = ctx.attempt;
+        let spawn = std::thread::Builder::new()
+            .name(format!("{head_name}#{sub}"))
+            .spawn(move || {
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+                let result = match res {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(JobError::TaskFailed {
+                        task: task_name.clone(),
+                        subtask: sub,
+                        source: e,
+                    }),
+                    Err(p) => Err(JobError::TaskPanicked {
+                        task: task_name.clone(),
+                        subtask: sub,
+                        message: panic_message(p.as_ref()),
+                    }),
                 };
-                if let Err(e) = res {
-                    // Tasks stopped by the cancellation report secondary errors; keep the cause.
-                    if first_error.is_none() {
-                        first_error = Some(e);
-                    }
+                if result.is_err() {
+                    // Stop the other tasks right away; they may be blocked on this one.
+                    task_cancel.store(true, Ordering::SeqCst);
                 }
-            }
-            let mut g = lock(&sup_shared.status);
-            g.0.end_ms = Some(now_ms());
-            let cancelled_by_user = g.0.state == RunState::Cancelling;
-            g.0.state = if cancelled_by_user {
-                RunState::Canceled
-            } else if let Some(e) = &first_error {
-                RunState::Failed(e.to_string())
-            } else {
-                RunState::Finished
-            };
-            if !cancelled_by_user {
-                g.1 = first_error;
-            }
-            sup_shared.done.notify_all();
-        })
-        .map_err(JobError::Spawn)?;
-
-    Ok(JobHandle {
-        shared,
-        metrics,
-        parallelism: s.parallelism,
-        max_parallelism: s.max_parallelism,
-    })
-}
-
-fn vertices_name(m: &JobMetrics, vi: usize) -> String {
-    m.vertices
-        .get(vi)
-        .map(|v| v.name.clone())
-        .unwrap_or_default()
+                let late = control.reported.swap(true, Ordering::SeqCst);
+                if !late || result.is_err() {
+                    let _ = done.send(TaskDone {
+                        attempt,
+                        result,
+                        late,
+                    });
+                }
+            });
+        if let Err(e) = spawn {
+            cancel.store(true, Ordering::SeqCst);
+            return Err(JobError::Spawn(e));
+        }
+    }
+    Ok(Attempt { cancel, all })
 }
 
 /// Gives every vertex a stable id: the user's `uid`, or one derived from its position and name

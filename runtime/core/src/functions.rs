@@ -1,8 +1,11 @@
 //! Keyed process functions — the lowest-level stateful API — with their context (current key,
 //! keyed state, timers, output) and the operator that runs them.
 
+use crate::checkpoint::{
+    OperatorSnapshot, RestoredState, SnapshotContext, StateEntry, decode, encode,
+};
 use crate::error::OperatorError;
-use crate::key::{Data, Key};
+use crate::key::{Data, Key, key_group};
 use crate::operator::{Operator, OperatorInit, Output};
 use crate::record::Record;
 use crate::state::{KeyedStateBackend, StateAccess};
@@ -254,4 +257,59 @@ where
         }
         Ok(())
     }
+
+    fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorSnapshot, OperatorError> {
+        let state = self.state.snapshot(ctx.max_parallelism, self.now());
+        let maxp = ctx.max_parallelism;
+        let timers: Vec<(&'static str, i64, K)> = self
+            .timers
+            .event
+            .iter()
+            .map(|(t, k)| (EVENT_TIMERS, *t, k.clone()))
+            .chain(
+                self.timers
+                    .processing
+                    .iter()
+                    .map(|(t, k)| (PROCESSING_TIMERS, *t, k.clone())),
+            )
+            .collect();
+        Ok(OperatorSnapshot {
+            keyed: Some(Box::new(move || {
+                let mut out = state()?;
+                for (name, t, k) in timers {
+                    let e = StateEntry {
+                        state: name.to_string(),
+                        key: encode(&k)?,
+                        value: encode(&t)?,
+                    };
+                    out.entry(key_group(&k, maxp)).or_default().push(e);
+                }
+                Ok(out)
+            })),
+            operator: Vec::new(),
+        })
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> Result<(), OperatorError> {
+        let mut rest = Vec::with_capacity(state.keyed.len());
+        for e in state.keyed {
+            let set = match e.state.as_str() {
+                EVENT_TIMERS => &mut self.timers.event,
+                PROCESSING_TIMERS => &mut self.timers.processing,
+                _ => {
+                    rest.push(e);
+                    continue;
+                }
+            };
+            let key: K = decode(&e.state, &e.key)?;
+            let t: i64 = decode(&e.state, &e.value)?;
+            set.insert((t, key));
+        }
+        self.state.restore(rest);
+        Ok(())
+    }
 }
+
+/// State names under which timers are checkpointed (user states cannot start with `_`).
+const EVENT_TIMERS: &str = "_timers/event";
+const PROCESSING_TIMERS: &str = "_timers/processing";

@@ -120,6 +120,8 @@ impl<T: Data> EdgeFactory for TypedEdge<T> {
 pub(crate) struct HeadInit {
     pub init: OperatorInit,
     pub notify: Arc<Notify>,
+    /// In-flight records to replay first (restored unaligned checkpoint).
+    pub channel_state: Option<Vec<u8>>,
 }
 
 /// Creates the runtime pieces of one vertex for its types.

@@ -11,9 +11,10 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 
-/// What may flow through a stream.
-pub trait Data: Clone + Send + 'static {}
-impl<T: Clone + Send + 'static> Data for T {}
+/// What may flow through a stream: cloneable, sendable between threads, and serializable, so
+/// that in-flight records can be persisted by unaligned checkpoints.
+pub trait Data: Clone + Send + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Data for T {}
 
 /// What may be stored in keyed state (serializable so it can be checkpointed).
 pub trait StateValue: Clone + Send + Serialize + DeserializeOwned + 'static {}

@@ -12,15 +12,18 @@
 //! engine.
 
 pub mod channel;
+pub mod checkpoint;
 pub mod error;
-pub mod exec;
+mod exec;
 pub mod functions;
 pub mod graph;
+pub mod job;
 pub mod key;
 pub mod metrics;
 pub mod operator;
 pub mod program;
 pub mod record;
+pub mod restart;
 pub mod sink;
 pub mod source;
 pub mod state;
@@ -29,13 +32,15 @@ pub mod time;
 pub mod watermark;
 pub mod window;
 
+pub use checkpoint::{CheckpointConfig, CheckpointingMode};
 pub use error::{JobError, OperatorError};
-pub use exec::{JobHandle, JobOutcome, JobStatusView};
 pub use functions::{KeyedContext, KeyedProcessFunction, OnTimerContext, TimeDomain};
+pub use job::{JobHandle, JobOutcome, JobSettings, JobStatusView, RunState};
 pub use key::{Data, Key, StateValue};
 pub use program::{Program, ProgramArgs, ProgramError, Registry};
 pub use record::Record;
-pub use sink::{CollectSink, Sink, SinkWriter};
+pub use restart::RestartStrategy;
+pub use sink::{CollectSink, Sink, SinkWriter, TransactionalCollectSink};
 pub use source::{Source, SourceContext, SourcePoll, SourceReader};
 pub use state::{ListState, MapState, TtlConfig, TtlUpdate, ValueState};
 pub use stream::{

@@ -6,6 +6,7 @@
 //! consumers, or a discard.
 
 use crate::channel::{Event, SendError, Sender};
+use crate::checkpoint::{Barrier, OperatorSnapshot, RestoredState, SnapshotContext};
 use crate::error::OperatorError;
 use crate::metrics::SubtaskMetrics;
 use crate::record::Record;
@@ -32,7 +33,19 @@ pub trait Output<T>: Send {
     fn end_of_input(&mut self) -> Result<(), OperatorError>;
     /// Publishes local counters.
     fn publish_metrics(&mut self) {}
+    /// A checkpoint barrier: operators snapshot into `snaps` (as `(uid, snapshot)`), and the
+    /// barrier is passed on downstream.
+    fn barrier(
+        &mut self,
+        b: &Barrier,
+        snaps: &mut Vec<(String, OperatorSnapshot)>,
+    ) -> Result<(), OperatorError>;
+    /// Checkpoint `id` completed (`true`) or was aborted (`false`).
+    fn notify_checkpoint(&mut self, id: u64, completed: bool) -> Result<(), OperatorError>;
 }
+
+/// Snapshots collected from a chain at a barrier, as `(operator uid, snapshot)`.
+pub type ChainSnapshots = Vec<(String, OperatorSnapshot)>;
 
 /// What an operator knows about where it runs.
 #[derive(Debug, Clone)]
@@ -51,6 +64,8 @@ pub struct OperatorInit {
     pub clock: Arc<dyn Clock>,
     /// Counters of this subtask.
     pub metrics: Arc<SubtaskMetrics>,
+    /// State to restore, when the job starts from a checkpoint or savepoint.
+    pub restored: Option<RestoredState>,
 }
 
 /// A one-input operator.
@@ -79,6 +94,26 @@ pub trait Operator<I, O>: Send {
     }
     /// Makes what the operator wrote durable (sinks flush here).
     fn flush(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    /// Takes a snapshot of the operator's state at a barrier. The keyed part is a copy that is
+    /// serialised off the task thread.
+    fn snapshot_state(
+        &mut self,
+        _ctx: &SnapshotContext,
+    ) -> Result<OperatorSnapshot, OperatorError> {
+        Ok(OperatorSnapshot::default())
+    }
+    /// Restores state from a checkpoint or savepoint; called after `open`.
+    fn restore_state(&mut self, _state: RestoredState) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    /// Checkpoint `id` is complete everywhere (sinks commit here).
+    fn notify_checkpoint_complete(&mut self, _id: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    /// Checkpoint `id` was aborted.
+    fn notify_checkpoint_aborted(&mut self, _id: u64) -> Result<(), OperatorError> {
         Ok(())
     }
 }
@@ -110,12 +145,20 @@ impl<O> Output<O> for Counting<'_, O> {
     fn end_of_input(&mut self) -> Result<(), OperatorError> {
         self.inner.end_of_input()
     }
+    fn barrier(&mut self, b: &Barrier, snaps: &mut ChainSnapshots) -> Result<(), OperatorError> {
+        self.inner.barrier(b, snaps)
+    }
+    fn notify_checkpoint(&mut self, id: u64, completed: bool) -> Result<(), OperatorError> {
+        self.inner.notify_checkpoint(id, completed)
+    }
 }
 
 /// Feeds an operator and passes its output on to the next link of the chain.
 pub struct ChainOutput<I, O> {
     op: Box<dyn Operator<I, O>>,
     next: Box<dyn Output<O>>,
+    uid: String,
+    max_parallelism: u32,
     metrics: Arc<SubtaskMetrics>,
     records_in: u64,
     records_out: u64,
@@ -129,9 +172,14 @@ impl<I, O> ChainOutput<I, O> {
         init: &OperatorInit,
     ) -> Result<Self, OperatorError> {
         op.open(init)?;
+        if let Some(state) = init.restored.clone() {
+            op.restore_state(state)?;
+        }
         Ok(Self {
             op,
             next,
+            uid: init.uid.clone(),
+            max_parallelism: init.max_parallelism,
             metrics: init.metrics.clone(),
             records_in: 0,
             records_out: 0,
@@ -195,6 +243,26 @@ impl<I: Send, O: Send> Output<I> for ChainOutput<I, O> {
             .store(self.records_out, Ordering::Relaxed);
         self.next.publish_metrics();
     }
+
+    fn barrier(&mut self, b: &Barrier, snaps: &mut ChainSnapshots) -> Result<(), OperatorError> {
+        let ctx = SnapshotContext {
+            checkpoint_id: b.id,
+            kind: b.kind.clone(),
+            max_parallelism: self.max_parallelism,
+        };
+        let snap = self.op.snapshot_state(&ctx)?;
+        snaps.push((self.uid.clone(), snap));
+        self.next.barrier(b, snaps)
+    }
+
+    fn notify_checkpoint(&mut self, id: u64, completed: bool) -> Result<(), OperatorError> {
+        if completed {
+            self.op.notify_checkpoint_complete(id)?;
+        } else {
+            self.op.notify_checkpoint_aborted(id)?;
+        }
+        self.next.notify_checkpoint(id, completed)
+    }
 }
 
 /// Drops everything: the output of a stream nobody consumes, and of sinks.
@@ -217,6 +285,12 @@ impl<T> Output<T> for Discard {
         Ok(())
     }
     fn end_of_input(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    fn barrier(&mut self, _b: &Barrier, _snaps: &mut ChainSnapshots) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    fn notify_checkpoint(&mut self, _id: u64, _completed: bool) -> Result<(), OperatorError> {
         Ok(())
     }
 }
@@ -257,6 +331,14 @@ impl<T: Clone + Send> Output<T> for Tee<T> {
     }
     fn publish_metrics(&mut self) {
         self.outs.iter_mut().for_each(|o| o.publish_metrics());
+    }
+    fn barrier(&mut self, b: &Barrier, snaps: &mut ChainSnapshots) -> Result<(), OperatorError> {
+        self.outs.iter_mut().try_for_each(|o| o.barrier(b, snaps))
+    }
+    fn notify_checkpoint(&mut self, id: u64, completed: bool) -> Result<(), OperatorError> {
+        self.outs
+            .iter_mut()
+            .try_for_each(|o| o.notify_checkpoint(id, completed))
     }
 }
 
@@ -373,6 +455,29 @@ impl<T: Clone + Send> Output<T> for ExchangeOutput<T> {
         }
         self.cancelled = true;
         self.broadcast(|| Event::End)
+    }
+
+    fn barrier(&mut self, b: &Barrier, _snaps: &mut ChainSnapshots) -> Result<(), OperatorError> {
+        if self.cancelled {
+            // Ended: consumers count this channel as having delivered every later barrier.
+            return Ok(());
+        }
+        if b.unaligned {
+            // Everything emitted before the barrier goes into the queues first; the barrier
+            // then jumps ahead of it and tells the consumer how much it overtook, so the
+            // consumer persists exactly those records as in-flight data.
+            self.flush()?;
+            for s in &self.senders {
+                s.send_barrier_priority(b.clone());
+            }
+            Ok(())
+        } else {
+            self.broadcast(|| Event::Barrier(b.clone()))
+        }
+    }
+
+    fn notify_checkpoint(&mut self, _id: u64, _completed: bool) -> Result<(), OperatorError> {
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ pub const NO_TIMESTAMP: i64 = i64::MIN;
 
 /// A value with its event-time timestamp in milliseconds since the epoch
 /// ([`NO_TIMESTAMP`] when it has none).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record<T> {
     /// Event time of the record, in milliseconds since the Unix epoch.
     pub ts: i64,

@@ -6,12 +6,13 @@
 //! [`StreamEnv::execute`] or [`StreamEnv::start`]. Functions are cloned into every subtask.
 
 use crate::error::{JobError, OperatorError};
-use crate::exec::{ExecSettings, JobHandle, JobOutcome, deploy};
+use crate::exec::{ExecSettings, JobPlan};
 use crate::functions::{KeyedProcessFunction, KeyedProcessOperator};
 use crate::graph::{
     Edge, KeyGroupFn, OperatorFactory, OperatorVertex, ShipKind, SourceVertex, TypedEdge, Vertex,
     VertexKind,
 };
+use crate::job::{JobHandle, JobOutcome, JobSettings};
 use crate::key::{Data, Key, StateValue, key_group};
 use crate::operator::{FilterFn, FlatMapFn, FnOperator, MapFn, Operator, OperatorInit, Output};
 use crate::record::Record;
@@ -45,6 +46,8 @@ pub struct EnvConfig {
     pub channel_capacity: usize,
     /// Whether forward-connected operators of equal parallelism share a thread.
     pub chaining: bool,
+    /// Checkpointing, restart strategy, restore point, fault injection.
+    pub job: JobSettings,
 }
 
 impl Default for EnvConfig {
@@ -56,6 +59,7 @@ impl Default for EnvConfig {
             clock: Arc::new(SystemClock),
             channel_capacity: 8,
             chaining: true,
+            job: JobSettings::default(),
         }
     }
 }
@@ -127,11 +131,12 @@ impl StreamEnv {
             env: self.clone(),
             heads: vec![id],
             ship: ShipKind::Forward,
+            owner: None,
             _t: PhantomData,
         }
     }
 
-    fn settings(&self) -> (Vec<Vertex>, ExecSettings) {
+    fn settings(&self) -> (Vec<Vertex>, ExecSettings, JobSettings) {
         let g = self.inner.borrow();
         let c = &g.config;
         (
@@ -144,13 +149,20 @@ impl StreamEnv {
                 channel_capacity: c.channel_capacity,
                 chaining: c.chaining,
             },
+            c.job.clone(),
         )
+    }
+
+    /// The stable ids of every operator, in graph order.
+    pub fn operator_uids(&self) -> Result<Vec<String>, JobError> {
+        let (v, s, _) = self.settings();
+        Ok(JobPlan::new(v, s)?.uids)
     }
 
     /// Starts the job and returns at once.
     pub fn start(&self) -> Result<JobHandle, JobError> {
-        let (v, s) = self.settings();
-        deploy(v, s)
+        let (v, s, job) = self.settings();
+        crate::job::start(JobPlan::new(v, s)?, job)
     }
 
     /// Runs the job until it finishes (bounded sources), fails or is cancelled.
@@ -187,6 +199,9 @@ pub struct DataStream<T> {
     env: StreamEnv,
     heads: Vec<usize>,
     ship: ShipKind,
+    /// The stateful vertex that `uid`/`name` refer to when this stream is the stateless tail
+    /// of a composite operator (window results).
+    owner: Option<usize>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -196,6 +211,7 @@ impl<T> Clone for DataStream<T> {
             env: self.env.clone(),
             heads: self.heads.clone(),
             ship: self.ship,
+            owner: self.owner,
             _t: PhantomData,
         }
     }
@@ -236,6 +252,7 @@ impl<T: Data> DataStream<T> {
             env: self.env.clone(),
             heads: vec![id],
             ship: ShipKind::Forward,
+            owner: None,
             _t: PhantomData,
         }
     }
@@ -304,6 +321,7 @@ impl<T: Data> DataStream<T> {
             env: self.env.clone(),
             heads,
             ship: self.ship,
+            owner: None,
             _t: PhantomData,
         }
     }
@@ -369,16 +387,17 @@ impl<T: Data> DataStream<T> {
 
     /// Names the operator that produced this stream.
     pub fn name(self, name: &str) -> Self {
-        if let Some(id) = self.last() {
+        if let Some(id) = self.owner.or(self.last()) {
             self.env.with_vertex(id, |v| v.name = name.to_string());
         }
         self
     }
 
     /// Gives the operator that produced this stream a stable id, used to map its state on
-    /// restore. Set it on every stateful operator.
+    /// restore. Set it on every stateful operator. On a window's result stream it names the
+    /// window operator.
     pub fn uid(self, uid: &str) -> Self {
-        if let Some(id) = self.last() {
+        if let Some(id) = self.owner.or(self.last()) {
             self.env.with_vertex(id, |v| v.uid = Some(uid.to_string()));
         }
         self
@@ -386,7 +405,7 @@ impl<T: Data> DataStream<T> {
 
     /// Sets the parallelism of the operator that produced this stream.
     pub fn parallelism(self, parallelism: u32) -> Self {
-        if let Some(id) = self.last() {
+        for id in self.owner.into_iter().chain(self.last()) {
             self.env
                 .with_vertex(id, |v| v.parallelism = Some(parallelism));
         }
@@ -514,11 +533,15 @@ pub struct LateDataWindowedStream<K, T> {
 }
 
 fn results<O: Data, T: Data>(s: &DataStream<WindowOutput<O, T>>) -> DataStream<O> {
-    s.flat_map(|o: WindowOutput<O, T>| match o {
-        WindowOutput::Result(r) => Some(r),
-        WindowOutput::Late(_) => None,
-    })
-    .name("window-results")
+    let mut r = s
+        .flat_map(|o: WindowOutput<O, T>| match o {
+            WindowOutput::Result(r) => Some(r),
+            WindowOutput::Late(_) => None,
+        })
+        .name("window-results");
+    // `.uid()`/`.name()` on the results mean the (stateful) window operator.
+    r.owner = s.heads.first().copied();
+    r
 }
 
 fn late<O: Data, T: Data>(s: &DataStream<WindowOutput<O, T>>) -> DataStream<T> {

@@ -2,10 +2,14 @@
 //! operator and accessed only from its thread.
 
 use super::{TtlConfig, TtlUpdate};
+use crate::checkpoint::{KeyedSnapshotFn, KeyedStateSnapshot, StateEntry, decode, encode};
 use crate::error::OperatorError;
-use crate::key::{Key, StateValue};
+use crate::key::{Key, StateValue, key_group};
 use rustc_hash::FxHashMap;
 use std::any::Any;
+use std::collections::HashMap;
+
+type EntriesFn = Box<dyn FnOnce() -> Result<Vec<(u32, StateEntry)>, OperatorError> + Send>;
 
 /// The values of one named state for every key of a subtask.
 pub struct StateTable<K, V> {
@@ -106,6 +110,7 @@ trait ErasedTable: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn name(&self) -> &str;
     fn len(&self) -> usize;
+    fn snapshot(&self, max_parallelism: u32, now: i64) -> EntriesFn;
 }
 
 impl<K: Key, V: StateValue> ErasedTable for StateTable<K, V> {
@@ -118,11 +123,39 @@ impl<K: Key, V: StateValue> ErasedTable for StateTable<K, V> {
     fn len(&self) -> usize {
         self.map.len()
     }
+    fn snapshot(&self, max_parallelism: u32, now: i64) -> EntriesFn {
+        // The copy is the synchronous part of the snapshot; serialising it is not.
+        let ttl = self.ttl;
+        let live: Vec<(K, V, i64)> = self
+            .map
+            .iter()
+            .filter(|(_, (_, stamp))| ttl.is_none_or(|t| stamp + t.ttl_ms() > now))
+            .map(|(k, (v, s))| (k.clone(), v.clone(), *s))
+            .collect();
+        let name = self.name.clone();
+        Box::new(move || {
+            live.into_iter()
+                .map(|(k, v, s)| {
+                    Ok((
+                        key_group(&k, max_parallelism),
+                        StateEntry {
+                            state: name.clone(),
+                            key: encode(&k)?,
+                            value: encode(&(v, s))?,
+                        },
+                    ))
+                })
+                .collect()
+        })
+    }
 }
 
 /// All keyed state of one subtask of one operator.
 pub struct KeyedStateBackend<K> {
     tables: Vec<Box<dyn ErasedTable>>,
+    /// Restored entries of states no handle has asked for yet: typed on first access, and
+    /// carried into snapshots untouched until then.
+    pending: HashMap<String, Vec<StateEntry>>,
     _k: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -130,6 +163,7 @@ impl<K: Key> Default for KeyedStateBackend<K> {
     fn default() -> Self {
         Self {
             tables: Vec::new(),
+            pending: HashMap::new(),
             _k: std::marker::PhantomData,
         }
     }
@@ -151,8 +185,13 @@ impl<K: Key> KeyedStateBackend<K> {
             self.table::<V>(i as u32)?;
             return Ok(i as u32);
         }
-        self.tables
-            .push(Box::new(StateTable::<K, V>::new(name, ttl)));
+        let mut table = StateTable::<K, V>::new(name, ttl);
+        for e in self.pending.remove(name).unwrap_or_default() {
+            let key: K = decode(name, &e.key)?;
+            let (value, stamp): (V, i64) = decode(name, &e.value)?;
+            table.map.insert(key, (value, stamp));
+        }
+        self.tables.push(Box::new(table));
         Ok((self.tables.len() - 1) as u32)
     }
 
@@ -184,5 +223,38 @@ impl<K: Key> KeyedStateBackend<K> {
             .iter()
             .map(|t| (t.name().to_string(), t.len()))
             .collect()
+    }
+
+    /// A copy of all state for a checkpoint, serialised by key group when the returned
+    /// function runs (off the task thread). Expired values are left out.
+    pub fn snapshot(&self, max_parallelism: u32, now: i64) -> KeyedSnapshotFn {
+        let parts: Vec<EntriesFn> = self
+            .tables
+            .iter()
+            .map(|t| t.snapshot(max_parallelism, now))
+            .collect();
+        let pending: Vec<StateEntry> = self.pending.values().flatten().cloned().collect();
+        Box::new(move || {
+            let mut out = KeyedStateSnapshot::new();
+            for part in parts {
+                for (kg, e) in part()? {
+                    out.entry(kg).or_default().push(e);
+                }
+            }
+            for e in pending {
+                let key: K = decode(&e.state, &e.key)?;
+                out.entry(key_group(&key, max_parallelism))
+                    .or_default()
+                    .push(e);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Takes restored entries; each state picks its own up when first used.
+    pub fn restore(&mut self, entries: Vec<StateEntry>) {
+        for e in entries {
+            self.pending.entry(e.state.clone()).or_default().push(e);
+        }
     }
 }

@@ -3,8 +3,12 @@
 //! and routes records that are too late to a side output.
 
 use super::{AggregateFunction, ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext};
+use crate::checkpoint::{
+    KeyedStateSnapshot, OperatorSnapshot, RestoredState, SnapshotContext, StateEntry, decode,
+    encode,
+};
 use crate::error::OperatorError;
-use crate::key::{Data, Key, StateValue};
+use crate::key::{Data, Key, StateValue, key_group};
 use crate::operator::{Operator, Output};
 use crate::record::{NO_TIMESTAMP, Record};
 use rustc_hash::FxHashMap;
@@ -13,7 +17,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// What a window operator emits: results, and (when asked for) records too late for any window.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WindowOutput<O, T> {
     /// A window result.
     Result(O),
@@ -435,4 +439,75 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
         }
         out.emit_watermark(wm)
     }
+
+    fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorSnapshot, OperatorError> {
+        // The copy is the synchronous part; encoding happens on the snapshot writer.
+        let windows: Vec<((K, TimeWindow), C::Acc)> = self
+            .windows
+            .iter()
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
+        let sessions: Vec<(K, Vec<(TimeWindow, C::Acc)>)> = self
+            .sessions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let maxp = ctx.max_parallelism;
+        Ok(OperatorSnapshot {
+            keyed: Some(Box::new(move || {
+                let mut out = KeyedStateSnapshot::new();
+                for ((k, w), acc) in windows {
+                    let e = StateEntry {
+                        state: WINDOWS.into(),
+                        key: encode(&k)?,
+                        value: encode(&(w, acc))?,
+                    };
+                    out.entry(key_group(&k, maxp)).or_default().push(e);
+                }
+                for (k, list) in sessions {
+                    let e = StateEntry {
+                        state: SESSIONS.into(),
+                        key: encode(&k)?,
+                        value: encode(&list)?,
+                    };
+                    out.entry(key_group(&k, maxp)).or_default().push(e);
+                }
+                Ok(out)
+            })),
+            operator: Vec::new(),
+        })
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> Result<(), OperatorError> {
+        for e in state.keyed {
+            let key: K = decode(&e.state, &e.key)?;
+            match e.state.as_str() {
+                WINDOWS => {
+                    let (w, acc): (TimeWindow, C::Acc) = decode(WINDOWS, &e.value)?;
+                    self.register(&key, w);
+                    self.windows.insert((key, w), acc);
+                }
+                SESSIONS => {
+                    let list: Vec<(TimeWindow, C::Acc)> = decode(SESSIONS, &e.value)?;
+                    for (w, _) in &list {
+                        self.register(&key, *w);
+                    }
+                    self.sessions.insert(key, list);
+                }
+                other => {
+                    return Err(OperatorError::State {
+                        name: other.to_string(),
+                        message:
+                            "not a window operator's state; was this uid given to another operator?"
+                                .into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// State names of the window operator in snapshots.
+const WINDOWS: &str = "_window/contents";
+const SESSIONS: &str = "_window/sessions";

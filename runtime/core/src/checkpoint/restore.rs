@@ -1,0 +1,235 @@
+//! Reading a snapshot back: loading `_metadata` and the state files (verifying checksums),
+//! finding the latest restorable checkpoint (falling back past corrupt ones), and handing each
+//! operator subtask its share of the state — the key groups it owns at the new parallelism and
+//! its operator-state items.
+
+use super::format::{FormatError, SnapshotMetadata, SubtaskState, decode_subtask};
+use super::storage::{CheckpointStorage, METADATA_FILE, StorageError};
+use super::{RestoredState, StateEntry};
+use crate::key::key_group_range;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Why a snapshot cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Storage failed.
+    #[error("reading snapshot: {0}")]
+    Storage(#[from] StorageError),
+    /// `_metadata` is missing or unreadable.
+    #[error(
+        "{location}: no readable {METADATA_FILE} ({message}); this is not a complete checkpoint or savepoint"
+    )]
+    Metadata {
+        /// Snapshot directory.
+        location: String,
+        /// Why.
+        message: String,
+    },
+    /// A state file is corrupt.
+    #[error("{location}: {source}")]
+    Corrupt {
+        /// Snapshot directory.
+        location: String,
+        /// What is wrong.
+        #[source]
+        source: FormatError,
+    },
+    /// The number of key groups changed.
+    #[error(
+        "snapshot was taken with maxParallelism {found}, the job has {expected}: key groups cannot be \
+         split differently; set spec.job.maxParallelism to {found}"
+    )]
+    MaxParallelism {
+        /// In the snapshot.
+        found: u32,
+        /// In the job.
+        expected: u32,
+    },
+    /// State of operators the job does not have.
+    #[error(
+        "snapshot has state for operators the job does not have: {uids}; give those operators the \
+         same uid, or set spec.job.allowNonRestoredState: true to drop that state"
+    )]
+    Unmapped {
+        /// The uids.
+        uids: String,
+    },
+    /// In-flight data cannot be redistributed.
+    #[error(
+        "operator {uid} has in-flight data from an unaligned checkpoint and its parallelism changed \
+         ({from} -> {to}); rescale from a savepoint (always aligned) instead"
+    )]
+    RescaleInFlight {
+        /// Operator.
+        uid: String,
+        /// Old parallelism.
+        from: u32,
+        /// New parallelism.
+        to: u32,
+    },
+}
+
+/// A snapshot loaded into memory, ready to be handed out to operator subtasks.
+#[derive(Debug)]
+pub struct RestoredJob {
+    /// The snapshot's metadata.
+    pub metadata: SnapshotMetadata,
+    /// Where it was read from.
+    pub location: String,
+    operators: BTreeMap<String, Vec<SubtaskState>>,
+}
+
+impl RestoredJob {
+    /// Loads the snapshot in `location`, verifying every file.
+    pub fn load(storage: &dyn CheckpointStorage, location: &str) -> Result<Self, RestoreError> {
+        let location = location
+            .trim_end_matches('/')
+            .trim_end_matches(METADATA_FILE)
+            .trim_end_matches('/');
+        let meta_bytes =
+            storage
+                .read_file(location, METADATA_FILE)
+                .map_err(|e| RestoreError::Metadata {
+                    location: location.to_string(),
+                    message: e.to_string(),
+                })?;
+        let metadata: SnapshotMetadata =
+            serde_json::from_slice(&meta_bytes).map_err(|e| RestoreError::Metadata {
+                location: location.to_string(),
+                message: e.to_string(),
+            })?;
+        let mut operators = BTreeMap::new();
+        for op in &metadata.operators {
+            let mut states = Vec::with_capacity(op.files.len());
+            for f in &op.files {
+                let bytes = storage.read_file(location, &f.file)?;
+                let st = decode_subtask(&f.file, &bytes, f.crc32).map_err(|source| {
+                    RestoreError::Corrupt {
+                        location: location.to_string(),
+                        source,
+                    }
+                })?;
+                states.push(st);
+            }
+            states.sort_by_key(|s| s.subtask);
+            operators.insert(op.uid.clone(), states);
+        }
+        Ok(Self {
+            metadata,
+            location: location.to_string(),
+            operators,
+        })
+    }
+
+    /// The newest checkpoint under the storage root that loads cleanly; corrupt or incomplete
+    /// ones are skipped and reported in the returned warnings.
+    pub fn latest(
+        storage: &dyn CheckpointStorage,
+    ) -> Result<(Option<Self>, Vec<String>), RestoreError> {
+        let mut warnings = Vec::new();
+        for (id, loc) in storage.list_checkpoints()?.into_iter().rev() {
+            match Self::load(storage, &loc) {
+                Ok(job) => return Ok((Some(job), warnings)),
+                Err(e) => warnings.push(format!(
+                    "checkpoint {id} is not restorable, falling back: {e}"
+                )),
+            }
+        }
+        Ok((None, warnings))
+    }
+
+    /// Checks that the job can take this state.
+    pub fn check(
+        &self,
+        job_uids: &[String],
+        max_parallelism: u32,
+        allow_non_restored: bool,
+    ) -> Result<(), RestoreError> {
+        if self.metadata.max_parallelism != max_parallelism {
+            return Err(RestoreError::MaxParallelism {
+                found: self.metadata.max_parallelism,
+                expected: max_parallelism,
+            });
+        }
+        let have: BTreeSet<&String> = job_uids.iter().collect();
+        let unmapped: Vec<&str> = self
+            .operators
+            .iter()
+            .filter(|(uid, states)| !have.contains(uid) && states.iter().any(|s| has_state(s)))
+            .map(|(uid, _)| uid.as_str())
+            .collect();
+        if !unmapped.is_empty() && !allow_non_restored {
+            return Err(RestoreError::Unmapped {
+                uids: unmapped.join(", "),
+            });
+        }
+        Ok(())
+    }
+
+    /// The state of subtask `subtask` of `parallelism` for operator `uid`.
+    pub fn state_for(
+        &self,
+        uid: &str,
+        subtask: u32,
+        parallelism: u32,
+    ) -> Result<Option<RestoredState>, RestoreError> {
+        let Some(states) = self.operators.get(uid) else {
+            return Ok(None);
+        };
+        let maxp = self.metadata.max_parallelism;
+        let old_p = states.len() as u32;
+        let range = key_group_range(subtask, maxp, parallelism);
+        let mut keyed: Vec<StateEntry> = Vec::new();
+        for st in states {
+            for (_, entries) in st.keyed.range(range.clone()) {
+                keyed.extend(entries.iter().cloned());
+            }
+        }
+        let operator = if old_p == parallelism {
+            states
+                .get(subtask as usize)
+                .map(|s| s.operator.clone())
+                .unwrap_or_default()
+        } else {
+            states
+                .iter()
+                .flat_map(|s| s.operator.iter())
+                .enumerate()
+                .filter(|(i, _)| (*i as u32) % parallelism == subtask)
+                .map(|(_, item)| item.clone())
+                .collect()
+        };
+        Ok(Some(RestoredState { keyed, operator }))
+    }
+
+    /// The in-flight records persisted for subtask `subtask` of operator `uid`.
+    pub fn channel_state_for(
+        &self,
+        uid: &str,
+        subtask: u32,
+        parallelism: u32,
+    ) -> Result<Option<&[u8]>, RestoreError> {
+        let Some(states) = self.operators.get(uid) else {
+            return Ok(None);
+        };
+        let old_p = states.len() as u32;
+        if old_p != parallelism {
+            if states.iter().any(|s| !s.channel.is_empty()) {
+                return Err(RestoreError::RescaleInFlight {
+                    uid: uid.to_string(),
+                    from: old_p,
+                    to: parallelism,
+                });
+            }
+            return Ok(None);
+        }
+        Ok(states
+            .get(subtask as usize)
+            .map(|s| s.channel.as_slice())
+            .filter(|c| !c.is_empty()))
+    }
+}
+
+fn has_state(s: &SubtaskState) -> bool {
+    !s.keyed.is_empty() || !s.operator.is_empty() || !s.channel.is_empty()
+}
