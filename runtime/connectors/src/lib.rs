@@ -9,4 +9,4 @@ pub mod datagen;
 pub mod file;
 
 pub use datagen::{DatagenError, DatagenSource, EventTime, Generator, SplitMix64};
-pub use file::{FileSink, FileSinkError, LineFormat, StdoutSink};
+pub use file::{FileSink, LineFormat, LineSinkError, StdoutSink};

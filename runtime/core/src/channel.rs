@@ -209,6 +209,7 @@ mod tests {
             kind: crate::checkpoint::SnapshotKind::Checkpoint,
             unaligned: true,
             alignment_timeout: None,
+            stop: false,
             overtaken: 0,
         });
         assert!(matches!(rx.try_recv(), Some(Event::Barrier(b)) if b.overtaken == 2));

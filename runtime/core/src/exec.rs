@@ -212,6 +212,8 @@ impl<T: Data> TaskHead for SourceHead<T> {
         let mut finished = false;
         let mut final_id: Option<u64> = None;
         let mut last_snapshot = 0u64;
+        // Stop-with-savepoint: nothing is read after its barrier (unless the savepoint fails).
+        let mut stopped_at: Option<u64> = None;
         loop {
             if rt.cancelled() {
                 return Ok(());
@@ -233,6 +235,9 @@ impl<T: Data> TaskHead for SourceHead<T> {
                         if finished && final_id.is_none() {
                             final_id = Some(b.id);
                         }
+                        if b.stop {
+                            stopped_at = Some(b.id);
+                        }
                     }
                     Control::Complete(id) => {
                         out.notify_checkpoint(id, true)?;
@@ -251,10 +256,14 @@ impl<T: Data> TaskHead for SourceHead<T> {
                         if final_id == Some(id) {
                             final_id = None;
                         }
+                        if stopped_at == Some(id) {
+                            stopped_at = None;
+                        }
                     }
                 }
             }
-            if finished {
+            if finished || stopped_at.is_some() {
+                out.flush()?;
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
@@ -812,6 +821,16 @@ impl JobPlan {
     /// Total number of subtasks (threads) of one attempt.
     pub(crate) fn subtask_count(&self) -> usize {
         self.tasks.iter().map(|t| t.parallelism as usize).sum()
+    }
+
+    /// (uid, parallelism) of every source.
+    pub(crate) fn sources(&self) -> Vec<(String, u32)> {
+        self.vertices
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.kind == VertexKind::Source)
+            .map(|(i, _)| (self.uids[i].clone(), self.par[i]))
+            .collect()
     }
 
     /// (uid, name, parallelism) per vertex.

@@ -4,7 +4,7 @@
 
 use crate::checkpoint::CheckpointConfig;
 use crate::checkpoint::coordinator::{
-    CheckpointStats, CoordMsg, Coordinator, FaultInjector, SupervisorNote,
+    CheckpointStats, CoordMsg, Coordinator, CoordinatorSetup, FaultInjector, SupervisorNote,
 };
 use crate::checkpoint::restore::RestoredJob;
 use crate::checkpoint::storage::{CheckpointStorage, open_storage};
@@ -283,6 +283,7 @@ pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, J
                 &plan.uids,
                 s.max_parallelism,
                 settings.allow_non_restored_state,
+                &plan.sources(),
             )
             .map_err(|e| JobError::Checkpoint(e.to_string()))?;
             Some(Arc::new(job))
@@ -325,16 +326,16 @@ pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, J
         .max(initial.as_ref().map_or(1, |r| r.metadata.id + 1));
     let next_id = Arc::new(AtomicU64::new(first_id));
     let (coord_tx, coord_rx) = mpsc::channel::<CoordMsg>();
-    let coordinator = Coordinator::new(
-        settings.checkpoint.clone(),
-        storage.clone(),
-        s.name.clone(),
-        s.max_parallelism,
-        stats.clone(),
-        note_tx.clone(),
-        settings.fault.clone(),
+    let coordinator = Coordinator::new(CoordinatorSetup {
+        config: settings.checkpoint.clone(),
+        storage: storage.clone(),
+        job_name: s.name.clone(),
+        max_parallelism: s.max_parallelism,
+        stats: stats.clone(),
+        supervisor: note_tx.clone(),
+        fault: settings.fault.clone(),
         next_id,
-    );
+    });
     spawn("checkpoint-coordinator", move || coordinator.run(coord_rx))?;
     let checkpointing = match (&settings.checkpoint, &storage) {
         (Some(c), Some(st)) => {

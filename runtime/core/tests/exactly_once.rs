@@ -130,6 +130,11 @@ enum Out {
 
 struct Setup {
     parallelism: u32,
+    restore_from: Option<String>,
+    allow_non_restored: bool,
+    with_windows: bool,
+    stop_with_savepoint_at: Option<u64>,
+    source_parallelism: Option<u32>,
     mode: CheckpointingMode,
     unaligned: bool,
     aligned_timeout: Duration,
@@ -150,6 +155,28 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn run(setup: Setup) -> (Vec<Out>, weir_core::JobHandle) {
+    let (job, sink) = start(setup).unwrap();
+    let outcome = job
+        .wait_timeout(Duration::from_secs(120))
+        .expect("job did not finish in time");
+    outcome.unwrap();
+    let mut out = sink.committed();
+    out.sort();
+    (out, job)
+}
+
+fn start(
+    setup: Setup,
+) -> Result<(weir_core::JobHandle, TransactionalCollectSink<Out>), weir_core::JobError> {
+    start_with(setup, TransactionalCollectSink::new())
+}
+
+/// Starts the job writing to `sink`, which plays the external system: its record of
+/// committed transactions survives the job, as a Kafka broker's would.
+fn start_with(
+    setup: Setup,
+    sink: TransactionalCollectSink<Out>,
+) -> Result<(weir_core::JobHandle, TransactionalCollectSink<Out>), weir_core::JobError> {
     let mut cfg = CheckpointConfig::new(setup.dir.display().to_string())
         .with_interval(Duration::from_millis(25));
     cfg.mode = setup.mode;
@@ -166,18 +193,20 @@ fn run(setup: Setup) -> (Vec<Out>, weir_core::JobHandle) {
                 delay: Duration::ZERO,
             }),
             fault: setup.fault,
-            ..Default::default()
+            restore_from: setup.restore_from,
+            allow_non_restored_state: setup.allow_non_restored,
         },
         ..Default::default()
     });
-    let sink = TransactionalCollectSink::new();
     let input = env
         .source(
             "trickle",
             Trickle { per_poll: 8 },
             WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(50)),
         )
-        .uid("trickle");
+        .uid("trickle")
+        // Rescaling keeps the source's parallelism (its positions are per subtask).
+        .parallelism(setup.source_parallelism.unwrap_or(setup.parallelism));
     let fail_once = setup.processing_fault;
     let input = input
         .map(move |v: (u64, u64)| {
@@ -196,6 +225,10 @@ fn run(setup: Setup) -> (Vec<Out>, weir_core::JobHandle) {
             n: ValueState::new("n"),
         })
         .uid("count");
+    if !setup.with_windows {
+        counts.sink("txn-sink", sink.clone()).uid("sink");
+        return Ok((env.start()?, sink));
+    }
     let windows = input
         .key_by(|v: &(u64, u64)| v.0)
         .window(WindowAssigner::tumbling(Duration::from_secs(5)))
@@ -210,14 +243,15 @@ fn run(setup: Setup) -> (Vec<Out>, weir_core::JobHandle) {
         .union(&windows)
         .sink("txn-sink", sink.clone())
         .uid("sink");
-    let job = env.start().unwrap();
-    let outcome = job
-        .wait_timeout(Duration::from_secs(120))
-        .expect("job did not finish in time");
-    outcome.unwrap();
-    let mut out = sink.committed();
-    out.sort();
-    (out, job)
+    let job = env.start()?;
+    if let Some(after) = setup.stop_with_savepoint_at {
+        while job.metrics().records_in() < after {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let target = setup.dir.join("savepoints").display().to_string();
+        job.stop_with_savepoint(&target).recv().unwrap().unwrap();
+    }
+    Ok((job, sink))
 }
 
 fn expected() -> Vec<Out> {
@@ -255,6 +289,11 @@ fn setup(parallelism: u32, unaligned: bool, name: &str) -> Setup {
         fault: None,
         dir: temp_dir(name),
         processing_fault: None,
+        restore_from: None,
+        allow_non_restored: false,
+        with_windows: true,
+        stop_with_savepoint_at: None,
+        source_parallelism: None,
     }
 }
 
@@ -265,7 +304,9 @@ fn fail_once(pick: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> Faul
 }
 
 fn check_exactly_once(s: Setup, what: &str) {
+    let dir = s.dir.clone();
     let (out, job) = run(s);
+    let _ = std::fs::remove_dir_all(&dir);
     let restarts = job.status().num_restarts;
     if out != expected() {
         let mut want: BTreeMap<Out, i64> = BTreeMap::new();
@@ -293,7 +334,10 @@ fn check_exactly_once(s: Setup, what: &str) {
     );
 }
 
-fn phases() -> Vec<(&'static str, Box<dyn Fn(&mut Setup)>)> {
+/// A failure scenario: its name and how it changes the setup.
+type Phase = (&'static str, Box<dyn Fn(&mut Setup)>);
+
+fn phases() -> Vec<Phase> {
     vec![
         ("no failure", Box::new(|_: &mut Setup| {})),
         (
@@ -447,5 +491,97 @@ fn checkpoints_are_retained_and_a_corrupt_one_is_skipped() {
     assert!(
         warnings[0].contains("checksum mismatch") && warnings[0].contains("falling back"),
         "{warnings:?}"
+    );
+}
+
+#[test]
+fn stop_with_savepoint_then_restore_at_another_parallelism() {
+    // Run at parallelism 2 and stop with a savepoint halfway.
+    let mut first = setup(2, false, "rescale");
+    first.stop_with_savepoint_at = Some(RECORDS / 2);
+    first.source_parallelism = Some(1);
+    let dir = first.dir.clone();
+    let (job, sink) = start(first).unwrap();
+    let outcome = job.wait_timeout(Duration::from_secs(60)).unwrap().unwrap();
+    let weir_core::JobOutcome::Stopped(path) = outcome else {
+        panic!("not stopped: {outcome:?}")
+    };
+    assert!(
+        path.starts_with(&dir.join("savepoints").display().to_string()),
+        "{path}"
+    );
+    let before = sink.committed();
+    assert!(!before.is_empty() && before.len() < expected().len());
+
+    // Resume at parallelism 4: keyed state is redistributed by key group.
+    let mut second = setup(4, false, "rescale-2");
+    second.restore_from = Some(path.clone());
+    second.source_parallelism = Some(1);
+    let (job2, sink) = start_with(second, sink).unwrap();
+    job2.wait_timeout(Duration::from_secs(60)).unwrap().unwrap();
+    assert_eq!(
+        job2.checkpoint_stats().last_restore.map(|r| r.1),
+        Some(path.clone())
+    );
+    let mut after = sink.committed();
+    after.sort();
+    if after != expected() {
+        let mut want: BTreeMap<Out, i64> = BTreeMap::new();
+        for o in expected() {
+            *want.entry(o).or_default() += 1;
+        }
+        for o in &after {
+            *want.entry(o.clone()).or_default() -= 1;
+        }
+        let diff: Vec<_> = want.into_iter().filter(|(_, n)| *n != 0).collect();
+        eprintln!("diff ({}): {:?}", diff.len(), &diff[..diff.len().min(20)]);
+    }
+    assert!(
+        after == expected(),
+        "savepoint + restore at parallelism 4 lost or duplicated records"
+    );
+
+    // A job without the window operator cannot take that state unless told to drop it.
+    let mut narrower = setup(4, false, "rescale-3");
+    narrower.with_windows = false;
+    narrower.source_parallelism = Some(1);
+    narrower.restore_from = Some(path.clone());
+    let err = start(narrower)
+        .expect_err("restoring into a job without the window operator must fail")
+        .to_string();
+    assert!(
+        err.contains("allowNonRestoredState") && err.contains("windows"),
+        "{err}"
+    );
+    // A source cannot change parallelism: its positions belong to its subtasks.
+    let mut wider_source = setup(4, false, "rescale-5");
+    wider_source.restore_from = Some(path.clone());
+    let err = start(wider_source)
+        .expect_err("rescaling the source must fail")
+        .to_string();
+    assert!(
+        err.contains("trickle") && err.contains("parallelism"),
+        "{err}"
+    );
+    let mut narrower = setup(4, false, "rescale-4");
+    narrower.with_windows = false;
+    narrower.source_parallelism = Some(1);
+    narrower.allow_non_restored = true;
+    narrower.restore_from = Some(path);
+    let (job3, _) = start(narrower).unwrap();
+    job3.wait_timeout(Duration::from_secs(60)).unwrap().unwrap();
+}
+
+#[test]
+fn restoring_from_a_missing_or_incomplete_snapshot_fails_clearly() {
+    let mut s = setup(1, false, "missing");
+    let missing = s.dir.join("nope").display().to_string();
+    s.restore_from = Some(missing.clone());
+    let err = start(s).err().unwrap().to_string();
+    assert!(
+        err.contains(&missing)
+            && err.contains("_metadata")
+            && err.contains("not a complete checkpoint"),
+        "{err}"
     );
 }

@@ -255,6 +255,18 @@ struct Pending {
     reply: Option<(mpsc::Sender<Result<String, String>>, bool)>,
 }
 
+/// What a coordinator is built from.
+pub(crate) struct CoordinatorSetup {
+    pub config: Option<CheckpointConfig>,
+    pub storage: Option<Arc<dyn CheckpointStorage>>,
+    pub job_name: String,
+    pub max_parallelism: u32,
+    pub stats: Arc<Mutex<CheckpointStats>>,
+    pub supervisor: mpsc::Sender<SupervisorNote>,
+    pub fault: Option<FaultInjector>,
+    pub next_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// The coordinator's state; runs on its own thread.
 pub(crate) struct Coordinator {
     pub config: Option<CheckpointConfig>,
@@ -271,34 +283,28 @@ pub(crate) struct Coordinator {
     last_end: Option<Instant>,
     consecutive_failures: u32,
     final_requested: bool,
+    /// A stop-with-savepoint is under way: no more periodic checkpoints.
+    stopping: bool,
 }
 
 impl Coordinator {
-    pub(crate) fn new(
-        config: Option<CheckpointConfig>,
-        storage: Option<Arc<dyn CheckpointStorage>>,
-        job_name: String,
-        max_parallelism: u32,
-        stats: Arc<Mutex<CheckpointStats>>,
-        supervisor: mpsc::Sender<SupervisorNote>,
-        fault: Option<FaultInjector>,
-        next_id: Arc<std::sync::atomic::AtomicU64>,
-    ) -> Self {
+    pub(crate) fn new(c: CoordinatorSetup) -> Self {
         Self {
-            config,
-            storage,
-            job_name,
-            max_parallelism,
-            stats,
-            supervisor,
-            fault,
-            next_id,
+            config: c.config,
+            storage: c.storage,
+            job_name: c.job_name,
+            max_parallelism: c.max_parallelism,
+            stats: c.stats,
+            supervisor: c.supervisor,
+            fault: c.fault,
+            next_id: c.next_id,
             pending: BTreeMap::new(),
             attempt: None,
             last_trigger: None,
             last_end: None,
             consecutive_failures: 0,
             final_requested: false,
+            stopping: false,
         }
     }
 
@@ -319,6 +325,7 @@ impl Coordinator {
             CoordMsg::Attach(info) => {
                 self.attempt = Some(info);
                 self.final_requested = false;
+                self.stopping = false;
                 // A restarted job waits a full interval before its first checkpoint, as on start.
                 self.last_trigger = Some(Instant::now());
             }
@@ -413,7 +420,10 @@ impl Coordinator {
                 true,
             );
         }
-        if self.attempt.is_none() || self.pending.len() >= cfg.max_concurrent.max(1) {
+        if self.attempt.is_none()
+            || self.stopping
+            || self.pending.len() >= cfg.max_concurrent.max(1)
+        {
             return;
         }
         let due = self.final_requested
@@ -464,7 +474,11 @@ impl Coordinator {
             unaligned,
             alignment_timeout,
             overtaken: 0,
+            stop: reply.as_ref().is_some_and(|(_, stop)| *stop),
         };
+        if barrier.stop {
+            self.stopping = true;
+        }
         // Sources inject the barrier. Every other task gets it through its channels, or — if
         // its inputs have ended (or are about to) — directly, and snapshots its final state.
         for t in &attempt.all {
@@ -618,6 +632,9 @@ impl Coordinator {
                 path: None,
                 failure: Some(reason.clone()),
             });
+        }
+        if p.barrier.stop {
+            self.stopping = false;
         }
         if let Some((reply, _)) = p.reply {
             let _ = reply.send(Err(reason.clone()));

@@ -52,6 +52,9 @@ pub struct Barrier {
     /// For an aligned barrier of a job with unaligned checkpoints enabled: switch to unaligned
     /// when alignment takes longer than this.
     pub alignment_timeout: Option<Duration>,
+    /// Stop-with-savepoint: sources emit nothing after this barrier, so nothing after the
+    /// savepoint can be committed before the job stops.
+    pub stop: bool,
     /// How many queued events of this channel the barrier overtook; set by the channel.
     pub overtaken: usize,
 }

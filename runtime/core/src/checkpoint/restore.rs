@@ -54,6 +54,20 @@ pub enum RestoreError {
         /// The uids.
         uids: String,
     },
+    /// A source's positions belong to its subtasks.
+    #[error(
+        "source {uid} had parallelism {from} in the snapshot and has {to} now; source positions \
+         belong to their subtasks: keep the source at parallelism {from} (set it on the source) \
+         and rescale the operators after it"
+    )]
+    SourceRescale {
+        /// Source uid.
+        uid: String,
+        /// Old parallelism.
+        from: u32,
+        /// New parallelism.
+        to: u32,
+    },
     /// In-flight data cannot be redistributed.
     #[error(
         "operator {uid} has in-flight data from an unaligned checkpoint and its parallelism changed \
@@ -144,7 +158,23 @@ impl RestoredJob {
         job_uids: &[String],
         max_parallelism: u32,
         allow_non_restored: bool,
+        sources: &[(String, u32)],
     ) -> Result<(), RestoreError> {
+        for (uid, par) in sources {
+            if let Some(old) = self.parallelism_of(uid)
+                && old != *par
+                && self
+                    .operators
+                    .get(uid)
+                    .is_some_and(|s| s.iter().any(has_state))
+            {
+                return Err(RestoreError::SourceRescale {
+                    uid: uid.clone(),
+                    from: old,
+                    to: *par,
+                });
+            }
+        }
         if self.metadata.max_parallelism != max_parallelism {
             return Err(RestoreError::MaxParallelism {
                 found: self.metadata.max_parallelism,
@@ -155,7 +185,7 @@ impl RestoredJob {
         let unmapped: Vec<&str> = self
             .operators
             .iter()
-            .filter(|(uid, states)| !have.contains(uid) && states.iter().any(|s| has_state(s)))
+            .filter(|(uid, states)| !have.contains(uid) && states.iter().any(has_state))
             .map(|(uid, _)| uid.as_str())
             .collect();
         if !unmapped.is_empty() && !allow_non_restored {
@@ -164,6 +194,11 @@ impl RestoredJob {
             });
         }
         Ok(())
+    }
+
+    /// The parallelism operator `uid` had when the snapshot was taken.
+    pub fn parallelism_of(&self, uid: &str) -> Option<u32> {
+        self.operators.get(uid).map(|s| s.len() as u32)
     }
 
     /// The state of subtask `subtask` of `parallelism` for operator `uid`.

@@ -447,7 +447,7 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
             .iter()
             .map(|(k, a)| (k.clone(), a.clone()))
             .collect();
-        let sessions: Vec<(K, Vec<(TimeWindow, C::Acc)>)> = self
+        let sessions: SessionsCopy<K, C::Acc> = self
             .sessions
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -507,6 +507,9 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
         Ok(())
     }
 }
+
+/// A copy of the session windows of every key, taken at a barrier.
+type SessionsCopy<K, A> = Vec<(K, Vec<(TimeWindow, A)>)>;
 
 /// State names of the window operator in snapshots.
 const WINDOWS: &str = "_window/contents";

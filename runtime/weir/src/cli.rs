@@ -1,0 +1,289 @@
+//! The command line: clap definitions of every `weir` subcommand and the dispatch to the modules
+//! that implement them, plus [`main_with_registry`], the entry point custom binaries call.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use weir_core::Registry;
+
+use crate::bench;
+use crate::embedded::{self, RunOptions};
+use crate::error::{CliError, error_chain};
+
+/// Weir: a stream processor that runs StreamJob manifests.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a StreamJob manifest in this process (embedded mode), serving the REST API and
+    /// Prometheus metrics, until its input ends, it fails, or it is stopped (Ctrl-C, SIGTERM,
+    /// --for, POST /v1/job/cancel).
+    ///
+    /// Exit codes: 0 when the job finished or was stopped, 1 when it failed, 2 when the manifest,
+    /// program or arguments are invalid (nothing is started then).
+    Run(RunArgs),
+
+    /// Check a manifest: parse and validate it, and build its program with its arguments
+    /// without starting it. Prints `ok: <name> (program <p>, parallelism <n>)`; exit code 2 and
+    /// the problems, each naming its field and a fix, otherwise.
+    Validate {
+        /// The StreamJob manifest (YAML).
+        manifest: PathBuf,
+    },
+
+    /// List the programs this binary can run, with their arguments.
+    Programs,
+
+    /// Benchmark the engine with the window-bench program.
+    ///
+    /// The workload is the one of the Flink anchor, shared/bench/flink-anchor.sh: generated
+    /// records (user id in [0, 100 000), amount, event time up to 5 s behind the wall clock),
+    /// 5 s bounded out-of-orderness watermarks, key by user, 10 s tumbling event-time windows
+    /// with count and sum, discarding sink. Like the anchor, throughput is the least-squares
+    /// slope of the source's record count sampled every second after the warm-up, and every
+    /// configuration runs in a fresh process so its peak RSS (VmHWM) is its own. Prints one
+    /// `SUMMARY weir p=<N> records_per_s=<x> peak_rss_mb=<y> seconds=<s>` line per parallelism,
+    /// then a table.
+    Bench(BenchArgs),
+
+    /// Runs one benchmark configuration; started by `weir bench`.
+    #[command(hide = true)]
+    BenchChild(BenchChildArgs),
+}
+
+/// Arguments of `weir run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The StreamJob manifest (YAML).
+    pub manifest: PathBuf,
+
+    /// Address of the REST API and /metrics; port 0 picks a free port (the bound address is
+    /// printed at startup).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8081")]
+    pub rest_address: SocketAddr,
+
+    /// Do not print the progress line every second.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Stop the job after this long, as Ctrl-C would (e.g. 30s, 5m, 1h30m).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub run_for: Option<Duration>,
+}
+
+/// Arguments of `weir bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Run time of each configuration in seconds, warm-up included.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+
+    /// Parallelisms to run, comma-separated; each gets its own process.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub parallelism: Vec<u32>,
+
+    /// Seconds at the start of each run left out of the throughput.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+}
+
+/// Arguments of the hidden `weir bench-child`.
+#[derive(Debug, Args)]
+pub struct BenchChildArgs {
+    /// Parallelism.
+    #[arg(long)]
+    pub parallelism: u32,
+    /// Run time in seconds, warm-up included.
+    #[arg(long)]
+    pub seconds: u64,
+    /// Warm-up seconds.
+    #[arg(long)]
+    pub warmup: u64,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    weir_core::program::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "invalid duration {s:?}: use a positive number with a unit, e.g. 30s, 5m, 1h30m"
+            )
+        })
+}
+
+/// The `weir` command line with `registry`'s programs: parses the arguments, runs the command and
+/// returns the process exit code. Call it from `main` of a binary that registers its own programs:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let registry = weir_core::Registry::new(); // register programs here
+///     weir::main_with_registry(registry)
+/// }
+/// ```
+pub fn main_with_registry(registry: Registry) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version land here too, with exit code 0.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    init_tracing();
+    match execute(&registry, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Run(a) => embedded::run(
+            registry,
+            &RunOptions {
+                manifest: a.manifest,
+                rest_address: a.rest_address,
+                quiet: a.quiet,
+                run_for: a.run_for,
+            },
+        ),
+        Command::Validate { manifest } => {
+            let prepared = embedded::prepare(registry, &manifest)?;
+            println!(
+                "ok: {} (program {}, parallelism {})",
+                prepared.name(),
+                prepared.program.name,
+                prepared.job.spec.job.parallelism
+            );
+            if let Some(note) = embedded::inactive_note(&prepared.job.spec) {
+                eprintln!("{note}");
+            }
+            Ok(())
+        }
+        Command::Programs => {
+            write_stdout(&format_programs(registry));
+            Ok(())
+        }
+        Command::Bench(a) => bench::run_parent(&a.parallelism, a.seconds, a.warmup).map(|_| ()),
+        Command::BenchChild(a) => {
+            bench::run_child(registry, a.parallelism, a.seconds, a.warmup).map(|_| ())
+        }
+    }
+}
+
+/// `weir programs` output: each program with its description and arguments.
+pub fn format_programs(registry: &Registry) -> String {
+    let mut programs: Vec<_> = registry.programs().to_vec();
+    programs.sort_by_key(|p| p.name);
+    if programs.is_empty() {
+        return "this binary has no programs registered\n".to_string();
+    }
+    let mut s = String::new();
+    for p in programs {
+        s.push_str(&format!("{}\n    {}\n", p.name, p.description));
+        if p.args.is_empty() {
+            s.push_str("    args: none\n");
+        } else {
+            let width = p.args.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            s.push_str("    args (spec.job.args):\n");
+            for (name, help) in p.args {
+                s.push_str(&format!("      {name:<width$}  {help}\n"));
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes to stdout, ignoring a closed pipe (`weir programs | head`), which `print!` would turn
+/// into a panic.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // A second initialisation (e.g. a custom binary that set up its own) is not an error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use weir_core::{Program, ProgramArgs, ProgramError, StreamEnv};
+
+    fn nothing(_: &StreamEnv, _: &ProgramArgs) -> Result<(), ProgramError> {
+        Ok(())
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_arguments() {
+        let cli =
+            Cli::try_parse_from(["weir", "run", "job.yaml", "--for", "1m30s", "--quiet"]).unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.run_for, Some(Duration::from_secs(90)));
+        assert_eq!(a.rest_address.to_string(), "127.0.0.1:8081");
+        assert!(a.quiet);
+        assert!(Cli::try_parse_from(["weir", "run", "job.yaml", "--for", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["weir", "run", "job.yaml", "--for", "0s"]).is_err());
+    }
+
+    #[test]
+    fn bench_arguments() {
+        let cli = Cli::try_parse_from(["weir", "bench", "--parallelism", "1,2,4"]).unwrap();
+        let Command::Bench(a) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(a.parallelism, vec![1, 2, 4]);
+        assert_eq!((a.seconds, a.warmup), (20, 5));
+    }
+
+    #[test]
+    fn programs_listing() {
+        let mut r = Registry::new();
+        r.register(Program {
+            name: "demo",
+            description: "A demo.",
+            args: &[("rate", "Records per second."), ("keys", "Distinct keys.")],
+            build: nothing,
+        });
+        r.register(Program {
+            name: "bare",
+            description: "No args.",
+            args: &[],
+            build: nothing,
+        });
+        assert_eq!(
+            format_programs(&r),
+            "bare\n    No args.\n    args: none\n\n\
+             demo\n    A demo.\n    args (spec.job.args):\n      rate  Records per second.\n      keys  Distinct keys.\n\n"
+        );
+    }
+}
