@@ -77,7 +77,7 @@ impl std::fmt::Display for JobState {
     }
 }
 
-/// Summary of one job, returned by `GET /jobs/{jobId}`.
+/// Summary of one job, returned by `GET /v1/job`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobOverview {
@@ -176,9 +176,13 @@ pub struct CheckpointSummary {
     /// Why the checkpoint failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Longest time a task spent aligning barriers for this checkpoint, in
+    /// milliseconds, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment_ms: Option<i64>,
 }
 
-/// Checkpoint statistics, returned by `GET /jobs/{jobId}/checkpoints`.
+/// Checkpoint statistics, returned by `GET /v1/job/checkpoints`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointHistory {
@@ -231,22 +235,31 @@ pub struct RestoredCheckpoint {
     pub is_savepoint: bool,
 }
 
-/// Body of `POST /jobs/{jobId}/savepoints`.
+/// Body of `POST /v1/job/savepoints`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerSavepointRequest {
-    /// Where to write the savepoint; defaults to the job's checkpoint storage.
+    /// Directory URI under which the savepoint is written (in its own
+    /// `savepoint-<id>-<timestamp>` subdirectory); defaults to `savepoints`
+    /// under the job's checkpoint storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_directory: Option<String>,
 }
 
-/// Answer to a savepoint trigger; poll the savepoint status with the id.
+/// Answer to a savepoint trigger (`POST /v1/job/savepoints`) or a stop
+/// (`POST /v1/job/stop`); poll `GET /v1/job/savepoints/{requestId}` with the
+/// id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerSavepointResponse {
     /// Id of the asynchronous savepoint operation.
     pub request_id: String,
 }
+
+/// Answer to `POST /v1/job/checkpoints`, which triggers a checkpoint now;
+/// poll `GET /v1/job/checkpoints/{requestId}` with the id. Same shape as a
+/// savepoint trigger's answer.
+pub type TriggerCheckpointResponse = TriggerSavepointResponse;
 
 /// Progress of an asynchronous operation such as a savepoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -261,7 +274,8 @@ pub enum OperationStatus {
 }
 
 /// Status of a savepoint operation, returned by
-/// `GET /jobs/{jobId}/savepoints/{requestId}`.
+/// `GET /v1/job/savepoints/{requestId}` (and of a checkpoint triggered by
+/// `POST /v1/job/checkpoints`, by `GET /v1/job/checkpoints/{requestId}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SavepointInfo {
@@ -277,12 +291,12 @@ pub struct SavepointInfo {
     pub failure: Option<String>,
 }
 
-/// Body of `POST /jobs/{jobId}/stop`: take a savepoint, then stop the job.
+/// Body of `POST /v1/job/stop`: take a savepoint, then stop the job.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StopJobRequest {
-    /// Where to write the final savepoint; defaults to the job's checkpoint
-    /// storage.
+    /// Directory URI under which the final savepoint is written; defaults to
+    /// `savepoints` under the job's checkpoint storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_directory: Option<String>,
     /// Advance the watermark to the end of time before the savepoint, firing
@@ -308,7 +322,7 @@ impl ErrorResponse {
     }
 }
 
-/// Body of `GET /health`.
+/// Body of `GET /healthz` and `GET /readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthResponse {
@@ -364,6 +378,7 @@ mod tests {
                 state_size_bytes: 100,
                 external_path: Some("file:///tmp/chk-3".into()),
                 failure: None,
+                alignment_ms: None,
             }),
             failure: None,
             vertices: vec![VertexOverview {
@@ -392,5 +407,20 @@ mod tests {
         let op: SavepointInfo =
             serde_json::from_str(r#"{"requestId":"r","status":"IN_PROGRESS"}"#).unwrap();
         assert_eq!(op.status, OperationStatus::InProgress);
+    }
+
+    #[test]
+    fn alignment_time_is_optional() {
+        // Summaries written before the field existed still parse.
+        let old = r#"{"id":1,"status":"COMPLETED","isSavepoint":false,"triggerTimeMs":5,
+                      "stateSizeBytes":0}"#;
+        let s: CheckpointSummary = serde_json::from_str(old).unwrap();
+        assert_eq!(s.alignment_ms, None);
+        let json = serde_json::to_value(CheckpointSummary {
+            alignment_ms: Some(12),
+            ..s
+        })
+        .unwrap();
+        assert_eq!(json["alignmentMs"], 12);
     }
 }

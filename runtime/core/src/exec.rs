@@ -72,7 +72,7 @@ impl TaskRuntime {
     }
 
     /// Hands a finished task snapshot to the writer.
-    fn submit(&self, b: &Barrier, ops: ChainSnapshots, channel: Vec<u8>) {
+    fn submit(&self, b: &Barrier, ops: ChainSnapshots, channel: Vec<u8>, alignment: Duration) {
         let Some(c) = &self.checkpointing else { return };
         let location = match &b.kind {
             SnapshotKind::Checkpoint => c.storage.checkpoint_location(b.id),
@@ -85,6 +85,7 @@ impl TaskRuntime {
             subtask: self.subtask,
             ops,
             channel,
+            alignment_ms: alignment.as_millis() as i64,
         };
         let _ = c.writer.send(req);
     }
@@ -131,7 +132,7 @@ impl TaskRuntime {
                         done_ids = b.id;
                         let mut snaps = ChainSnapshots::new();
                         out.barrier(&b, &mut snaps)?;
-                        self.submit(&b, snaps, Vec::new());
+                        self.submit(&b, snaps, Vec::new(), Duration::ZERO);
                     }
                     Control::Trigger(_) => {}
                     Control::Complete(id) => out.notify_checkpoint(id, true)?,
@@ -216,6 +217,8 @@ impl<T: Data> TaskHead for SourceHead<T> {
         let mut stopped_at: Option<u64> = None;
         loop {
             if rt.cancelled() {
+                self.init.metrics.records_out.store(emitted, Ordering::Relaxed);
+                self.out.publish_metrics();
                 return Ok(());
             }
             for c in rt.control.take() {
@@ -231,7 +234,7 @@ impl<T: Data> TaskHead for SourceHead<T> {
                             },
                         )];
                         out.barrier(&b, &mut snaps)?;
-                        rt.submit(&b, snaps, Vec::new());
+                        rt.submit(&b, snaps, Vec::new(), Duration::ZERO);
                         if finished && final_id.is_none() {
                             final_id = Some(b.id);
                         }
@@ -446,6 +449,8 @@ struct Alignment<I> {
     /// Per channel, events still to capture after that channel's barrier (what it overtook).
     overtaken: Vec<usize>,
     inflight: Vec<Record<I>>,
+    /// Time from the first barrier to the snapshot.
+    aligned_for: Option<Duration>,
 }
 
 impl<I: Data> Alignment<I> {
@@ -459,6 +464,7 @@ impl<I: Data> Alignment<I> {
             snapshotted: None,
             overtaken: vec![0; n],
             inflight: Vec::new(),
+            aligned_for: None,
         }
     }
 
@@ -498,6 +504,7 @@ impl<I: Data> InputHead<I> {
 
     fn finish_alignment(&mut self, rt: &TaskRuntime, a: Alignment<I>) -> Result<(), OperatorError> {
         self.last_snapshot = self.last_snapshot.max(a.barrier.id);
+        let alignment = a.aligned_for.unwrap_or_else(|| a.started.elapsed());
         let (snaps, channel) = match a.snapshotted {
             Some(snaps) => (
                 snaps,
@@ -509,7 +516,7 @@ impl<I: Data> InputHead<I> {
             ),
             None => (self.snapshot(rt, &a.barrier, false)?, Vec::new()),
         };
-        rt.submit(&a.barrier, snaps, channel);
+        rt.submit(&a.barrier, snaps, channel, alignment);
         Ok(())
     }
 
@@ -543,6 +550,7 @@ impl<I: Data> InputHead<I> {
             let barrier = a.barrier.clone();
             let snaps = self.snapshot(rt, &barrier, true)?;
             if let Some(a) = align.as_mut() {
+                a.aligned_for = Some(a.started.elapsed());
                 a.snapshotted = Some(snaps);
             }
         }
@@ -585,6 +593,7 @@ impl<I: Data> TaskHead for InputHead<I> {
         let mut align: Option<Alignment<I>> = None;
         while open > 0 {
             if rt.cancelled() {
+                self.out.publish_metrics();
                 return Ok(());
             }
             for c in rt.control.take() {
@@ -675,6 +684,7 @@ impl<I: Data> TaskHead for InputHead<I> {
                 let barrier = a.barrier.clone();
                 let snaps = self.snapshot(rt, &barrier, true)?;
                 if let Some(a) = align.as_mut() {
+                    a.aligned_for = Some(a.started.elapsed());
                     a.snapshotted = Some(snaps);
                 }
                 self.maybe_finish(rt, &mut align)?;
@@ -702,7 +712,7 @@ impl<I: Data> TaskHead for InputHead<I> {
                 self.last_snapshot = b.id;
                 let mut snaps = ChainSnapshots::new();
                 self.out.barrier(&b, &mut snaps)?;
-                rt.submit(&b, snaps, Vec::new());
+                rt.submit(&b, snaps, Vec::new(), Duration::ZERO);
             }
         }
         let last = self.last_snapshot;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use weir_core::Registry;
 
-use crate::bench;
 use crate::embedded::{self, RunOptions};
 use crate::error::{CliError, error_chain};
+use crate::remote::{self, SavepointOptions};
+use crate::{bench, snapshots};
 
 /// Weir: a stream processor that runs StreamJob manifests.
 #[derive(Debug, Parser)]
@@ -27,11 +28,33 @@ pub struct Cli {
 pub enum Command {
     /// Run a StreamJob manifest in this process (embedded mode), serving the REST API and
     /// Prometheus metrics, until its input ends, it fails, or it is stopped (Ctrl-C, SIGTERM,
-    /// --for, POST /v1/job/cancel).
+    /// --for, `weir cancel`, `weir savepoint --stop`).
+    ///
+    /// With spec.checkpointing the job takes checkpoints and, after a task failure, restarts
+    /// from the latest one as spec.restartStrategy says.
     ///
     /// Exit codes: 0 when the job finished or was stopped, 1 when it failed, 2 when the manifest,
-    /// program or arguments are invalid (nothing is started then).
+    /// program, arguments or the snapshot to restore are invalid (nothing is started then).
     Run(RunArgs),
+
+    /// Take a savepoint of a job running in `weir run`, through its REST API, and print its
+    /// path; with --stop, stop the job after the savepoint.
+    ///
+    /// Resume from it with `weir run MANIFEST --from-savepoint PATH`. Exit code 1 when the
+    /// savepoint failed or the job cannot be reached.
+    Savepoint(SavepointArgs),
+
+    /// Cancel a job running in `weir run`, through its REST API (no savepoint; checkpoints are
+    /// kept or deleted as spec.checkpointing.retentionOnCancel says).
+    Cancel {
+        /// REST address of the running job, as printed by `weir run`.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8081")]
+        rest_address: String,
+    },
+
+    /// Inspect checkpoints and savepoints on disk.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
 
     /// Check a manifest: parse and validate it, and build its program with its arguments
     /// without starting it. Prints `ok: <name> (program <p>, parallelism <n>)`; exit code 2 and
@@ -79,6 +102,55 @@ pub struct RunArgs {
     /// Stop the job after this long, as Ctrl-C would (e.g. 30s, 5m, 1h30m).
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub run_for: Option<Duration>,
+
+    /// Start from this savepoint or checkpoint directory (path or file:// URI); overrides
+    /// spec.job.initialSavepointPath.
+    #[arg(long, value_name = "PATH", conflicts_with = "from_latest_checkpoint")]
+    pub from_savepoint: Option<String>,
+
+    /// Start from the newest restorable checkpoint in spec.checkpointing.storage (e.g. after the
+    /// process was killed), skipping incomplete or corrupt ones; without any, start from
+    /// spec.job.initialSavepointPath or without state.
+    #[arg(long)]
+    pub from_latest_checkpoint: bool,
+}
+
+/// `weir checkpoints` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// List the snapshots under PATH, newest first, with id, kind, completion time, size,
+    /// operators (uid:parallelism) and whether each can be restored (every state file is read
+    /// and its checksum verified). The newest restorable one, which --from-latest-checkpoint
+    /// would pick, is marked `(latest)`.
+    ///
+    /// Exit code 2 when PATH does not exist.
+    List {
+        /// A checkpoint storage root (spec.checkpointing.storage, with its chk-* directories), a
+        /// directory of savepoints (savepoint-*), or one snapshot directory; a path or file://
+        /// URI.
+        path: String,
+    },
+}
+
+/// Arguments of `weir savepoint`.
+#[derive(Debug, Args)]
+pub struct SavepointArgs {
+    /// REST address of the running job, as printed by `weir run`.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8081")]
+    pub rest_address: String,
+
+    /// Directory (path or file:// URI) to write the savepoint under; by default `savepoints`
+    /// under the job's checkpoint storage.
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<String>,
+
+    /// Stop the job once the savepoint completed (`weir run` then exits with code 0).
+    #[arg(long)]
+    pub stop: bool,
+
+    /// How long to wait for the savepoint.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Arguments of `weir bench`.
@@ -159,8 +231,34 @@ pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
                 rest_address: a.rest_address,
                 quiet: a.quiet,
                 run_for: a.run_for,
+                from_savepoint: a.from_savepoint,
+                from_latest_checkpoint: a.from_latest_checkpoint,
             },
         ),
+        Command::Savepoint(a) => {
+            let path = remote::savepoint(&SavepointOptions {
+                rest_address: a.rest_address,
+                target: a.target,
+                stop: a.stop,
+                timeout: a.timeout,
+            })?;
+            write_stdout(&format!("{path}\n"));
+            if a.stop {
+                eprintln!(
+                    "the job stops after this savepoint; resume it with --from-savepoint {path}"
+                );
+            }
+            Ok(())
+        }
+        Command::Cancel { rest_address } => {
+            let job_id = remote::cancel(&rest_address)?;
+            eprintln!("cancelling {job_id}");
+            Ok(())
+        }
+        Command::Checkpoints(CheckpointsCommand::List { path }) => {
+            write_stdout(&snapshots::format_listing(&snapshots::list(&path)?));
+            Ok(())
+        }
         Command::Validate { manifest } => {
             let prepared = embedded::prepare(registry, &manifest)?;
             println!(
@@ -171,6 +269,10 @@ pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
             );
             if let Some(note) = embedded::inactive_note(&prepared.job.spec) {
                 eprintln!("{note}");
+            }
+            // Valid for the operator, which has S3 storage, but `weir run` would refuse it.
+            if let Err(e) = embedded::job_settings(&manifest, &prepared.job.spec) {
+                eprintln!("note: `weir run` would refuse this manifest: {e}");
             }
             Ok(())
         }
@@ -253,6 +355,62 @@ mod tests {
         assert!(a.quiet);
         assert!(Cli::try_parse_from(["weir", "run", "job.yaml", "--for", "soon"]).is_err());
         assert!(Cli::try_parse_from(["weir", "run", "job.yaml", "--for", "0s"]).is_err());
+    }
+
+    #[test]
+    fn restore_arguments() {
+        let cli = Cli::try_parse_from([
+            "weir",
+            "run",
+            "job.yaml",
+            "--from-savepoint",
+            "file:///sp/savepoint-1-2",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            a.from_savepoint.as_deref(),
+            Some("file:///sp/savepoint-1-2")
+        );
+        assert!(!a.from_latest_checkpoint);
+        assert!(
+            Cli::try_parse_from([
+                "weir",
+                "run",
+                "job.yaml",
+                "--from-savepoint",
+                "x",
+                "--from-latest-checkpoint"
+            ])
+            .is_err(),
+            "one restore point at a time"
+        );
+    }
+
+    #[test]
+    fn savepoint_and_checkpoint_commands() {
+        let cli = Cli::try_parse_from(["weir", "savepoint", "--stop", "--timeout", "2m"]).unwrap();
+        let Command::Savepoint(a) = cli.command else {
+            panic!("not savepoint")
+        };
+        assert_eq!(a.rest_address, "127.0.0.1:8081");
+        assert_eq!(
+            (a.stop, a.timeout, a.target),
+            (true, Duration::from_secs(120), None)
+        );
+        let cli = Cli::try_parse_from(["weir", "checkpoints", "list", "/tmp/c"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Checkpoints(CheckpointsCommand::List { path }) if path == "/tmp/c"
+        ));
+        let cli =
+            Cli::try_parse_from(["weir", "cancel", "--rest-address", "10.0.0.1:8081"]).unwrap();
+        let Command::Cancel { rest_address } = cli.command else {
+            panic!("not cancel")
+        };
+        assert_eq!(rest_address, "10.0.0.1:8081");
     }
 
     #[test]

@@ -96,6 +96,78 @@ pub enum CliError {
     /// The benchmark could not run or its output was not understood.
     #[error("bench: {0}")]
     Bench(String),
+
+    /// The checkpoint storage is one embedded mode cannot write to yet.
+    #[error(
+        "{} cannot be run: spec.checkpointing.storage is {uri}, but `weir run` cannot use S3 \
+         storage yet: S3 storage arrives with the S3 storage crate.\nFix: set \
+         spec.checkpointing.storage to a file:///absolute/path for embedded runs.",
+        path.display()
+    )]
+    UnsupportedStorage {
+        /// The manifest file.
+        path: PathBuf,
+        /// The storage URI.
+        uri: String,
+    },
+
+    /// `--from-latest-checkpoint` on a job without checkpoint storage.
+    #[error(
+        "--from-latest-checkpoint needs spec.checkpointing.storage, and {} has no \
+         spec.checkpointing section.\nFix: add spec.checkpointing with a storage URI, or pass \
+         --from-savepoint PATH.",
+        path.display()
+    )]
+    NoCheckpointStorage {
+        /// The manifest file.
+        path: PathBuf,
+    },
+
+    /// The checkpoint storage could not be searched for the latest checkpoint.
+    #[error("cannot look for the latest checkpoint in {storage}: {message}")]
+    LatestCheckpoint {
+        /// The storage URI.
+        storage: String,
+        /// The engine's message.
+        message: String,
+    },
+
+    /// The job cannot start from the snapshot it was asked to restore (missing or corrupt
+    /// snapshot, changed maxParallelism, unmapped state, rescaled source).
+    #[error("cannot restore the job from {from}: {source}")]
+    Restore {
+        /// The snapshot location.
+        from: String,
+        /// The engine's error, which names the problem and the fix.
+        #[source]
+        source: JobError,
+    },
+
+    /// The checkpoint storage could not be opened.
+    #[error("cannot set up checkpointing: {0}")]
+    CheckpointStorage(#[source] JobError),
+
+    /// A path given on the command line does not exist.
+    #[error("{}: no such file or directory", .0.display())]
+    NoSuchPath(PathBuf),
+
+    /// A path given on the command line cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadPath {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The REST API of a running `weir run` could not be reached or answered with an error.
+    #[error("{0}")]
+    Client(#[from] crate::client::ClientError),
+
+    /// A savepoint or checkpoint requested over the REST API failed or timed out.
+    #[error("{0}")]
+    Operation(String),
 }
 
 impl CliError {
@@ -105,7 +177,14 @@ impl CliError {
             CliError::ReadManifest { .. }
             | CliError::Manifest { .. }
             | CliError::Program { .. }
-            | CliError::InvalidDataflow { .. } => EXIT_USAGE,
+            | CliError::InvalidDataflow { .. }
+            | CliError::UnsupportedStorage { .. }
+            | CliError::NoCheckpointStorage { .. }
+            | CliError::LatestCheckpoint { .. }
+            | CliError::Restore { .. }
+            | CliError::CheckpointStorage(_)
+            | CliError::NoSuchPath(_)
+            | CliError::ReadPath { .. } => EXIT_USAGE,
             // The shell convention for "terminated by SIGINT".
             CliError::Interrupted => 130,
             _ => EXIT_FAILURE,

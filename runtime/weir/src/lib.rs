@@ -1,5 +1,6 @@
 //! The `weir` command as a library: embedded mode (run a StreamJob manifest in this process with
-//! a REST API and Prometheus metrics), manifest validation, the program list and the benchmark.
+//! a REST API and Prometheus metrics), savepoints and cancellation of a running job over that
+//! API, checkpoint listing, manifest validation, the program list and the benchmark.
 //!
 //! The whole command line lives here rather than in `main.rs` so that users with their own
 //! programs can build their own binary: create a [`weir_core::Registry`] (usually starting from
@@ -7,12 +8,15 @@
 
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod embedded;
 pub mod error;
 pub mod metrics;
 pub mod monitor;
 pub mod progress;
+pub mod remote;
 pub mod rest;
+pub mod snapshots;
 
 pub use cli::main_with_registry;
 pub use error::CliError;

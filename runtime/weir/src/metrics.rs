@@ -4,6 +4,12 @@
 //! The engine keeps plain atomic totals; this module owns a private Prometheus registry whose
 //! gauges and counters are refreshed from those totals at scrape time, so nothing is exported
 //! that was not just read and the engine needs no Prometheus dependency.
+//!
+//! Restart and checkpoint metrics carry Flink's names (`numRestarts`,
+//! `numberOfCompletedCheckpoints`, `lastCheckpointDuration`, ...) after the `weir_job_` prefix,
+//! as Flink's Prometheus reporter exports them after `flink_jobmanager_job_`, so existing
+//! dashboards and alerts carry over. Like Flink's, the `lastCheckpoint*` gauges are -1 until
+//! there is a value.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -30,6 +36,16 @@ pub struct Exporter {
     watermark: Gauge,
     uptime: Gauge,
     restarts: IntCounter,
+    num_restarts: IntGauge,
+    full_restarts: IntGauge,
+    completed_checkpoints: IntGauge,
+    failed_checkpoints: IntGauge,
+    in_progress_checkpoints: IntGauge,
+    total_checkpoints: IntGauge,
+    last_checkpoint_duration: IntGauge,
+    last_checkpoint_size: IntGauge,
+    last_checkpoint_alignment: IntGauge,
+    last_restore_timestamp: IntGauge,
     state: IntGaugeVec,
     op_in: IntCounterVec,
     op_out: IntCounterVec,
@@ -59,7 +75,53 @@ impl Exporter {
     pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new_custom(None, None)?;
         let op = |name: &str, help: &str| Opts::new(name, help);
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            register(&r, IntGauge::new(name, help)?)
+        };
         Ok(Self {
+            num_restarts: gauge(
+                "weir_job_numRestarts",
+                "Restarts of the job after failures.",
+            )?,
+            full_restarts: gauge(
+                "weir_job_fullRestarts",
+                "Restarts that redeployed every task; every restart does, so this equals \
+                 numRestarts.",
+            )?,
+            completed_checkpoints: gauge(
+                "weir_job_numberOfCompletedCheckpoints",
+                "Completed checkpoints and savepoints.",
+            )?,
+            failed_checkpoints: gauge(
+                "weir_job_numberOfFailedCheckpoints",
+                "Failed checkpoints and savepoints.",
+            )?,
+            in_progress_checkpoints: gauge(
+                "weir_job_numberOfInProgressCheckpoints",
+                "Checkpoints and savepoints in progress.",
+            )?,
+            total_checkpoints: gauge(
+                "weir_job_totalNumberOfCheckpoints",
+                "Checkpoints and savepoints triggered: completed, failed and in progress.",
+            )?,
+            last_checkpoint_duration: gauge(
+                "weir_job_lastCheckpointDuration",
+                "Time the last completed checkpoint took, in ms; -1 before the first.",
+            )?,
+            last_checkpoint_size: gauge(
+                "weir_job_lastCheckpointSize",
+                "State size of the last completed checkpoint, in bytes; -1 before the first.",
+            )?,
+            last_checkpoint_alignment: gauge(
+                "weir_job_lastCheckpointAlignmentTime",
+                "Longest barrier alignment of a task in the last completed checkpoint, in ms; \
+                 -1 before the first.",
+            )?,
+            last_restore_timestamp: gauge(
+                "weir_job_lastCheckpointRestoreTimestamp",
+                "When the job last restored a checkpoint or savepoint, in ms since the epoch; \
+                 -1 if it never did.",
+            )?,
             records_in: register(
                 &r,
                 IntCounter::new(
@@ -172,6 +234,27 @@ impl Exporter {
             .set(watermark_value(overview.current_watermark_ms));
         self.uptime.set(overview.duration_ms as f64 / 1000.0);
         advance(&self.restarts, overview.num_restarts);
+        let restarts = saturating_i64(overview.num_restarts);
+        self.num_restarts.set(restarts);
+        self.full_restarts.set(restarts);
+        let stats = job.checkpoint_stats();
+        let in_progress = stats.in_progress();
+        self.completed_checkpoints
+            .set(saturating_i64(stats.completed));
+        self.failed_checkpoints.set(saturating_i64(stats.failed));
+        self.in_progress_checkpoints
+            .set(saturating_i64(in_progress));
+        self.total_checkpoints
+            .set(saturating_i64(stats.completed + stats.failed + in_progress));
+        let last = stats.latest_completed();
+        self.last_checkpoint_duration
+            .set(last.and_then(|c| c.duration_ms).unwrap_or(-1));
+        self.last_checkpoint_size
+            .set(last.map_or(-1, |c| saturating_i64(c.size_bytes)));
+        self.last_checkpoint_alignment
+            .set(last.map_or(-1, |c| c.alignment_ms));
+        self.last_restore_timestamp
+            .set(stats.last_restore.as_ref().map_or(-1, |r| r.2));
         for s in JobState::ALL {
             self.state
                 .with_label_values(&[s.as_str()])
@@ -202,6 +285,10 @@ fn advance(c: &IntCounter, total: u64) {
     if total > cur {
         c.inc_by(total - cur);
     }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn watermark_value(wm: Option<i64>) -> f64 {

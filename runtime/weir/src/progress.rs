@@ -29,12 +29,13 @@ pub struct Progress {
     pub parallelism: u32,
     /// Restarts so far.
     pub restarts: u64,
-    /// The last completed checkpoint, if any (e.g. `#12 3s ago`).
+    /// The last completed checkpoint, if any, as [`format_checkpoint`] writes it
+    /// (e.g. `#12 35ms 1.2MB 3s ago`), with `(N failed)` appended when checkpoints failed.
     pub last_checkpoint: Option<String>,
 }
 
 /// Formats a progress line, e.g.
-/// `[0:12] RUNNING in 1.02M/s out 9.87k/s | total 12.3M/118k | wm 2026-03-01T10:00:07Z lag 5.0s | p2 restarts 0 ckpt -`.
+/// `[0:12] RUNNING in 1.02M/s out 9.87k/s | total 12.3M/118k | wm 2026-03-01T10:00:07Z lag 5.0s | p2 restarts 0 ckpt #12 35ms 1.2MB 3s ago`.
 pub fn format_progress(p: &Progress) -> String {
     format!(
         "[{}] {} in {}/s out {}/s | total {}/{} | wm {} | p{} restarts {} ckpt {}",
@@ -49,6 +50,66 @@ pub fn format_progress(p: &Progress) -> String {
         p.restarts,
         p.last_checkpoint.as_deref().unwrap_or("-"),
     )
+}
+
+/// The progress line's checkpoint part: `#12 35ms 1.2MB 3s ago` for the last completed
+/// checkpoint (id, duration, state size, age), `-` when there is none, then ` (N failed)` when
+/// checkpoints failed.
+pub fn format_checkpoint(
+    last: Option<(u64, Option<i64>, u64, i64)>,
+    failed: u64,
+    now_ms: i64,
+) -> String {
+    let mut s = match last {
+        None => "-".to_string(),
+        Some((id, duration_ms, size_bytes, completed_ms)) => {
+            let took = duration_ms.map_or_else(
+                || "?".to_string(),
+                |d| format_lag(Duration::from_millis(d.max(0).unsigned_abs())),
+            );
+            let age =
+                Duration::from_millis(now_ms.saturating_sub(completed_ms).max(0).unsigned_abs());
+            format!(
+                "#{id} {took} {} {} ago",
+                human_bytes(size_bytes),
+                format_age(age)
+            )
+        }
+    };
+    if failed > 0 {
+        s.push_str(&format!(" ({failed} failed)"));
+    }
+    s
+}
+
+/// An age in whole units: `3s`, `2m05s`, `1h02m`, `3d`; the tenths of [`format_lag`] would make
+/// the progress line jitter every second.
+pub fn format_age(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format_lag(d)
+    }
+}
+
+/// A byte count with two or three significant digits and a binary unit, written the way the
+/// Flink web UI does: `512B`, `1.5KB`, `1.2MB`, `3.4GB` (1 KB = 1024 B).
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64;
+    for unit in ["KB", "MB", "GB", "TB"] {
+        v /= 1024.0;
+        if v < 9.95 {
+            return format!("{v:.1}{unit}");
+        }
+        if v < 1023.5 {
+            return format!("{v:.0}{unit}");
+        }
+    }
+    format!("{v:.0}TB")
 }
 
 /// The watermark as an ISO-8601 UTC time with its lag behind `now_ms`: `-` when there is none
@@ -237,6 +298,44 @@ mod tests {
         ];
         for (p, want) in cases {
             assert_eq!(format_progress(&p), want);
+        }
+    }
+
+    #[test]
+    fn checkpoint_parts() {
+        let now = T;
+        for (last, failed, want) in [
+            (None, 0, "-"),
+            (None, 2, "- (2 failed)"),
+            (
+                Some((12, Some(35), 1_258_291, T - 3_400)),
+                0,
+                "#12 35ms 1.2MB 3s ago",
+            ),
+            (
+                Some((7, Some(1_500), 800, T - 125_000)),
+                1,
+                "#7 1.5s 800B 2m05s ago (1 failed)",
+            ),
+            (Some((1, None, 0, T + 10)), 0, "#1 ? 0B 0s ago"),
+        ] {
+            assert_eq!(format_checkpoint(last, failed, now), want);
+        }
+    }
+
+    #[test]
+    fn human_byte_counts() {
+        for (n, want) in [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1024, "1.0KB"),
+            (1536, "1.5KB"),
+            (10 * 1024, "10KB"),
+            (1_258_291, "1.2MB"),
+            (5 * 1024 * 1024 * 1024, "5.0GB"),
+            (u64::MAX, "16777216TB"),
+        ] {
+            assert_eq!(human_bytes(n), want, "{n}");
         }
     }
 

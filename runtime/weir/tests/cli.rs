@@ -1,161 +1,24 @@
-//! The `weir` binary end to end: `run` with its REST API, metrics and signal handling, `validate`
-//! on the examples and on broken manifests, `programs`, and the exit codes of each outcome.
+//! The `weir` binary end to end: `run` with its REST API, metrics and signal handling, `cancel`,
+//! `validate` on the examples and on broken manifests, `programs`, and the exit codes of each
+//! outcome. Checkpoints, savepoints and restores are in `checkpoints.rs`.
 
 // Helpers of a test crate are test code too; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::*;
 use weir_api::JobState;
-use weir_api::rest::JobOverview;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn weir() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.current_dir(root()).stdin(Stdio::null());
-    c
-}
-
-fn run_to_end(args: &[&str]) -> Output {
-    weir().args(args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Kills the child if a test fails before it exits, so no job outlives the test.
-struct Running {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Self {
-        let mut child = weir()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            stderr: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line starting with `prefix` and returns the rest of it.
-    fn line_after(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return rest.to_string();
-                    }
-                }
-                Err(_) => panic!(
-                    "no line starting with {prefix:?}; stderr so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn rest_address(&mut self) -> String {
-        self.line_after("REST API on http://", Duration::from_secs(30))
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit and returns the code with all of stderr.
-    fn exit(&mut self, timeout: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weir did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        // The reader thread ends at EOF, which follows the exit.
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status.code(), self.seen.join("\n"))
-    }
-}
-
-/// A minimal HTTP/1.1 client: enough for the runtime's own API on the loopback interface.
-fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
-}
-
-fn job(addr: &str) -> JobOverview {
-    let (code, body) = http(addr, "GET", "/v1/job");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
 
 #[test]
 fn run_serves_rest_and_metrics_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = example_in(dir.path(), "orders");
     let mut weir = Running::start(&[
         "run",
-        "examples/orders.yaml",
+        &manifest,
         "--rest-address",
         "127.0.0.1:0",
         "--for",
@@ -198,8 +61,9 @@ fn run_serves_rest_and_metrics_and_stops_on_sigint() {
     assert_eq!(code, 404);
     assert!(body.contains("\"errors\""), "{body}");
 
-    // Progress lines arrive every second.
-    weir.line_after("[0:", Duration::from_secs(5));
+    // Progress lines arrive every second, with the checkpoint column (none yet: 10 s interval).
+    let line = weir.line_after("[0:", Duration::from_secs(5));
+    assert!(line.contains(" restarts 0 ckpt "), "{line}");
     weir.signal("-INT");
     let (code, stderr) = weir.exit(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{stderr}");
@@ -209,17 +73,23 @@ fn run_serves_rest_and_metrics_and_stops_on_sigint() {
     );
     assert!(stderr.contains("CANCELED after"), "{stderr}");
     assert!(
-        stderr.contains("note: configured but not yet active")
-            && stderr.contains("checkpointing (every 10s"),
+        !stderr.contains("not yet active"),
+        "everything orders.yaml configures is active: {stderr}"
+    );
+    assert!(
+        stderr.contains("checkpoints every 10s to file://"),
         "{stderr}"
     );
+    assert!(stderr.contains("  checkpoints "), "{stderr}");
 }
 
 #[test]
 fn rest_cancel_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = example_in(dir.path(), "orders");
     let mut weir = Running::start(&[
         "run",
-        "examples/orders.yaml",
+        &manifest,
         "--rest-address",
         "127.0.0.1:0",
         "--quiet",
@@ -227,8 +97,14 @@ fn rest_cancel_ends_the_run() {
         "120s",
     ]);
     let addr = weir.rest_address();
-    let (code, body) = http(&addr, "POST", "/v1/job/cancel");
-    assert_eq!(code, 202, "{body}");
+    // `weir cancel` posts to /v1/job/cancel.
+    let out = run_to_end(&["cancel", "--rest-address", &addr]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("cancelling orders-"),
+        "{}",
+        text(&out.stderr)
+    );
     let (code, stderr) = weir.exit(Duration::from_secs(15));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("CANCELED"), "{stderr}");
@@ -236,17 +112,21 @@ fn rest_cancel_ends_the_run() {
         !stderr.contains("[0:"),
         "--quiet prints no progress: {stderr}"
     );
+    // Nothing serves there any more.
+    let out = run_to_end(&["cancel", "--rest-address", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot reach the weir REST API"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn sigterm_stops_cleanly() {
-    let mut weir = Running::start(&[
-        "run",
-        "examples/orders.yaml",
-        "--rest-address",
-        "127.0.0.1:0",
-        "--quiet",
-    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = example_in(dir.path(), "orders");
+    let mut weir = Running::start(&["run", &manifest, "--rest-address", "127.0.0.1:0", "--quiet"]);
     let addr = weir.rest_address();
     assert_eq!(job(&addr).state, JobState::Running);
     weir.signal("-TERM");
@@ -260,9 +140,11 @@ fn sigterm_stops_cleanly() {
 
 #[test]
 fn run_for_stops_by_itself_and_sensor_alerts_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, _) = example_in(dir.path(), "sensor-anomaly");
     let out = run_to_end(&[
         "run",
-        "examples/sensor-anomaly.yaml",
+        &manifest,
         "--rest-address",
         "127.0.0.1:0",
         "--for",
@@ -275,12 +157,6 @@ fn run_for_stops_by_itself_and_sensor_alerts_print() {
         stdout.lines().any(|l| l.contains("sensor_id")),
         "no alerts:\n{stdout}\n{stderr}"
     );
-}
-
-fn write_manifest(dir: &Path, name: &str, yaml: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, yaml).unwrap();
-    p.to_string_lossy().into_owned()
 }
 
 const GOOD: &str = "apiVersion: weir.dev/v1alpha1

@@ -1,5 +1,7 @@
 //! The REST router driven in-process (no sockets) over real engine jobs: an endless one for the
-//! running-state routes and cancellation, a bounded one for the finished state.
+//! running-state routes, the refusals of checkpoint and savepoint requests without
+//! checkpointing, and cancellation; an endless checkpointing one for checkpoint statistics,
+//! savepoints and stop-with-savepoint; a bounded one for the finished state.
 
 // Helpers of a test crate are test code too; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -13,13 +15,17 @@ use axum::http::{Method, Request, StatusCode};
 use tower::ServiceExt;
 use weir::{JobInfo, JobMonitor};
 use weir_api::JobState;
-use weir_api::rest::{CheckpointHistory, ErrorResponse, HealthResponse, JobOverview};
+use weir_api::rest::{
+    CheckpointHistory, ErrorResponse, HealthResponse, JobOverview, OperationStatus, SavepointInfo,
+    TriggerSavepointResponse,
+};
 use weir_core::error::OperatorError;
 use weir_core::sink::BlackholeSink;
 use weir_core::source::{SourceContext, VecSource};
 use weir_core::time::now_ms;
 use weir_core::{
-    EnvConfig, JobHandle, Record, Source, SourcePoll, SourceReader, StreamEnv, WatermarkStrategy,
+    CheckpointConfig, EnvConfig, JobHandle, JobOutcome, JobSettings, Record, Source, SourcePoll,
+    SourceReader, StreamEnv, WatermarkStrategy,
 };
 
 /// Emits 100 records stamped with the wall clock per poll, forever.
@@ -49,10 +55,15 @@ impl SourceReader<u64> for EndlessReader {
 }
 
 fn endless_job() -> JobHandle {
+    endless_job_with(JobSettings::default())
+}
+
+fn endless_job_with(job: JobSettings) -> JobHandle {
     let env = StreamEnv::new(EnvConfig {
         name: "endless".into(),
         parallelism: 2,
         max_parallelism: 16,
+        job,
         ..Default::default()
     });
     env.source(
@@ -80,10 +91,20 @@ impl weir_core::KeyedProcessFunction<u64, u64, u64> for PassThrough {
 }
 
 async fn call(app: &Router, method: Method, path: &str) -> (StatusCode, Option<String>, String) {
+    call_with(app, method, path, "").await
+}
+
+async fn call_with(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, Option<String>, String) {
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .body(Body::empty())
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
         .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
@@ -200,6 +221,72 @@ async fn running_job_routes_and_cancel() {
         "{body}"
     );
 
+    // Without checkpointing there are no savepoints: every request is refused up front, naming
+    // what to change.
+    for (method, path, body, code, says) in [
+        (
+            Method::POST,
+            "/v1/job/savepoints",
+            "",
+            StatusCode::BAD_REQUEST,
+            "targetDirectory: no savepoint directory given",
+        ),
+        (
+            Method::POST,
+            "/v1/job/savepoints",
+            r#"{"targetDirectory": "file:///tmp/sp"}"#,
+            StatusCode::CONFLICT,
+            "checkpointing is off",
+        ),
+        (
+            Method::POST,
+            "/v1/job/savepoints",
+            r#"{"targetDirectory": "s3://bucket/sp"}"#,
+            StatusCode::BAD_REQUEST,
+            "S3 storage crate",
+        ),
+        (
+            Method::POST,
+            "/v1/job/savepoints",
+            r#"{"targetDirectory": "/tmp/sp"}"#,
+            StatusCode::BAD_REQUEST,
+            "targetDirectory: missing scheme",
+        ),
+        (
+            Method::POST,
+            "/v1/job/savepoints",
+            "{nope",
+            StatusCode::BAD_REQUEST,
+            "invalid JSON body",
+        ),
+        (
+            Method::POST,
+            "/v1/job/stop",
+            r#"{"targetDirectory": "file:///tmp/sp", "drain": true}"#,
+            StatusCode::BAD_REQUEST,
+            "drain is not supported yet",
+        ),
+        (
+            Method::POST,
+            "/v1/job/checkpoints",
+            "",
+            StatusCode::CONFLICT,
+            "checkpointing is off",
+        ),
+        (
+            Method::GET,
+            "/v1/job/savepoints/unknown",
+            "",
+            StatusCode::NOT_FOUND,
+            "no savepoint request \"unknown\"",
+        ),
+    ] {
+        let (status, _, text) = call_with(&app, method.clone(), path, body).await;
+        assert_eq!(status, code, "{method} {path} {body}: {text}");
+        let e: ErrorResponse = serde_json::from_str(&text).unwrap();
+        assert!(e.errors[0].contains(says), "{method} {path} {body}: {e:?}");
+    }
+
     let (status, _, body) = call(&app, Method::POST, "/v1/job/cancel").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     monitor
@@ -224,6 +311,107 @@ async fn running_job_routes_and_cancel() {
         text.contains("weir_job_state{state=\"CANCELED\"} 1"),
         "{text}"
     );
+}
+
+async fn poll_savepoint(app: &Router, request_id: &str) -> SavepointInfo {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, body) = call(
+            app,
+            Method::GET,
+            &format!("/v1/job/savepoints/{request_id}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let info: SavepointInfo = serde_json::from_str(&body).unwrap();
+        if info.status != OperationStatus::InProgress {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "{info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn checkpointing_job_takes_savepoints_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("file://{}", dir.path().join("checkpoints").display());
+    let handle = endless_job_with(JobSettings {
+        checkpoint: Some(
+            CheckpointConfig::new(storage.clone()).with_interval(Duration::from_millis(100)),
+        ),
+        ..Default::default()
+    });
+    let info = JobInfo::new("endless", "endless").with_checkpoint_storage(&storage);
+    let monitor = JobMonitor::new(info, handle);
+    let app = weir::rest::router(monitor.clone()).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let h = loop {
+        let (status, _, body) = call(&app, Method::GET, "/v1/job/checkpoints").await;
+        assert_eq!(status, StatusCode::OK);
+        let h: CheckpointHistory = serde_json::from_str(&body).unwrap();
+        if h.counts.completed >= 2 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "{h:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(h.counts.total >= h.counts.completed);
+    assert_eq!(
+        h.history[0].id,
+        h.history.iter().map(|c| c.id).max().unwrap(),
+        "newest first"
+    );
+    assert!(overview(&app).await.last_checkpoint.is_some());
+
+    // No body: the savepoint goes under <storage>/savepoints.
+    let (status, _, body) = call(&app, Method::POST, "/v1/job/savepoints").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = serde_json::from_str::<TriggerSavepointResponse>(&body)
+        .unwrap()
+        .request_id;
+    let sp = poll_savepoint(&app, &id).await;
+    assert_eq!(sp.status, OperationStatus::Completed, "{sp:?}");
+    let location = sp.location.unwrap();
+    assert!(
+        location.starts_with(&format!("{storage}/savepoints/savepoint-")),
+        "{location}"
+    );
+    // A savepoint request id is not a checkpoint request id.
+    let (status, _, _) = call(&app, Method::GET, &format!("/v1/job/checkpoints/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, _, text) = call(&app, Method::GET, "/metrics").await;
+    assert!(metric_value(&text, "weir_job_numberOfCompletedCheckpoints") >= 3.0);
+    assert_eq!(metric_value(&text, "weir_job_numRestarts"), 0.0);
+
+    let target = format!("file://{}", dir.path().join("final").display());
+    let (status, _, body) = call_with(
+        &app,
+        Method::POST,
+        "/v1/job/stop",
+        &format!(r#"{{"targetDirectory": "{target}"}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = serde_json::from_str::<TriggerSavepointResponse>(&body)
+        .unwrap()
+        .request_id;
+    let sp = poll_savepoint(&app, &id).await;
+    assert_eq!(sp.status, OperationStatus::Completed, "{sp:?}");
+    let location = sp.location.unwrap();
+    assert!(location.starts_with(&target), "{location}");
+    let outcome = monitor
+        .handle()
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, JobOutcome::Stopped(location));
+    assert!(monitor.wait_stop_reported(Duration::ZERO));
+    assert_eq!(overview(&app).await.state, JobState::Suspended);
+    let (status, _, body) = call(&app, Method::POST, "/v1/job/savepoints").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
 
 fn metric_value(text: &str, name: &str) -> f64 {

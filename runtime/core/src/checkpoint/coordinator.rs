@@ -81,6 +81,8 @@ pub(crate) struct SnapshotRequest {
     pub ops: Vec<(String, OperatorSnapshot)>,
     /// In-flight records of the task's input (unaligned), stored with the head operator.
     pub channel: Vec<u8>,
+    /// How long the task waited between its first barrier and its snapshot.
+    pub alignment_ms: i64,
 }
 
 /// Messages to the coordinator.
@@ -94,6 +96,7 @@ pub(crate) enum CoordMsg {
         attempt: u64,
         id: u64,
         files: Vec<(String, FileMeta)>,
+        alignment_ms: i64,
     },
     /// A subtask could not snapshot.
     Decline {
@@ -150,6 +153,8 @@ pub struct CheckpointRecord {
     pub path: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
+    /// Longest time a task spent aligning barriers, ms.
+    pub alignment_ms: i64,
 }
 
 /// Status of a checkpoint.
@@ -251,6 +256,7 @@ struct Pending {
     location: String,
     started: Instant,
     acks: usize,
+    alignment_ms: i64,
     files: BTreeMap<String, Vec<FileMeta>>,
     reply: Option<(mpsc::Sender<Result<String, String>>, bool)>,
 }
@@ -340,7 +346,12 @@ impl Coordinator {
                 }
                 self.attempt = None;
             }
-            CoordMsg::Ack { attempt, id, files } => {
+            CoordMsg::Ack {
+                attempt,
+                id,
+                files,
+                alignment_ms,
+            } => {
                 if self.attempt.as_ref().map(|a| a.attempt) != Some(attempt) {
                     return;
                 }
@@ -348,6 +359,7 @@ impl Coordinator {
                     return;
                 };
                 p.acks += 1;
+                p.alignment_ms = p.alignment_ms.max(alignment_ms);
                 for (uid, f) in files {
                     p.files.entry(uid).or_default().push(f);
                 }
@@ -493,6 +505,7 @@ impl Coordinator {
             size_bytes: 0,
             path: None,
             failure: None,
+            alignment_ms: 0,
         });
         self.pending.insert(
             id,
@@ -501,6 +514,7 @@ impl Coordinator {
                 location,
                 started: Instant::now(),
                 acks: 0,
+                alignment_ms: 0,
                 files: BTreeMap::new(),
                 reply,
             },
@@ -575,7 +589,9 @@ impl Coordinator {
                 size_bytes: meta.size(),
                 path: Some(p.location.clone()),
                 failure: None,
+                alignment_ms: p.alignment_ms,
             });
+            st.last_alignment_ms = p.alignment_ms;
         }
         if !p.barrier.kind.is_savepoint() {
             self.retain(storage.as_ref());
@@ -631,6 +647,7 @@ impl Coordinator {
                 size_bytes: 0,
                 path: None,
                 failure: Some(reason.clone()),
+                alignment_ms: 0,
             });
         }
         if p.barrier.stop {
@@ -681,9 +698,15 @@ pub(crate) fn run_writer(
             continue;
         }
         let attempt = req.attempt;
+        let alignment_ms = req.alignment_ms;
         match write_request(req, storage.as_ref()) {
             Ok(files) => {
-                let _ = coord.send(CoordMsg::Ack { attempt, id, files });
+                let _ = coord.send(CoordMsg::Ack {
+                    attempt,
+                    id,
+                    files,
+                    alignment_ms,
+                });
             }
             Err(reason) => {
                 let _ = coord.send(CoordMsg::Decline {

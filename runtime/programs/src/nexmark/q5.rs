@@ -309,7 +309,8 @@ pub fn build_dataflow(
         .key_by(|auction: &i64| *auction)
         .window(WindowAssigner::sliding(config.window, config.slide))
         .aggregate_with(CountBids, WithWindow)
-        .name("bid-counts");
+        .name("bid-counts")
+        .uid("q5-bid-counts");
     Ok(counts
         .key_by(|c: &AuctionCount| c.window_end)
         .process(HotItems::default())

@@ -1,0 +1,185 @@
+//! Helpers shared by the tests that run the `weir` binary: starting it, reading its stderr line
+//! by line, a minimal HTTP client for its REST API, and temporary manifests.
+
+// Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use weir_api::rest::JobOverview;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn weir() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.current_dir(root()).stdin(Stdio::null());
+    c
+}
+
+pub fn run_to_end(args: &[&str]) -> Output {
+    weir().args(args).output().unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Kills the child if a test fails before it exits, so no job outlives the test.
+pub struct Running {
+    pub child: Child,
+    stderr: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = weir()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line starting with `prefix` and returns the rest of it.
+    pub fn line_after(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.to_string();
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting with {prefix:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn rest_address(&mut self) -> String {
+        self.line_after("REST API on http://", Duration::from_secs(30))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit and returns the code with all of stderr.
+    pub fn exit(&mut self, timeout: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir did not exit within {timeout:?}; stderr so far:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader thread ends at EOF, which follows the exit.
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status.code(), self.seen.join("\n"))
+    }
+}
+
+/// A minimal HTTP/1.1 client: enough for the runtime's own API on the loopback interface.
+pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    http_body(addr, method, path, "")
+}
+
+/// [`http`] with a JSON body.
+pub fn http_body(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+pub fn job(addr: &str) -> JobOverview {
+    let (code, body) = http(addr, "GET", "/v1/job");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+pub fn write_manifest(dir: &Path, name: &str, yaml: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, yaml).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// `examples/<name>.yaml` with its checkpoints in `dir/checkpoints` instead of the shared
+/// `/tmp/weir/checkpoints/<name>`, so that tests running at the same time do not write into one
+/// another's checkpoint directory. Returns the manifest path and the storage URI.
+pub fn example_in(dir: &Path, name: &str) -> (String, String) {
+    let yaml =
+        std::fs::read_to_string(root().join("examples").join(format!("{name}.yaml"))).unwrap();
+    let shared = format!("file:///tmp/weir/checkpoints/{name}");
+    assert!(
+        yaml.contains(&shared),
+        "{name}.yaml checkpoints to {shared}"
+    );
+    let storage = format!("file://{}", dir.join("checkpoints").display());
+    let m = write_manifest(
+        dir,
+        &format!("{name}.yaml"),
+        &yaml.replace(&shared, &storage),
+    );
+    (m, storage)
+}
