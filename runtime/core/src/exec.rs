@@ -46,6 +46,7 @@ pub(crate) struct TaskRuntime {
 #[derive(Clone)]
 pub(crate) struct CheckpointRuntime {
     pub mode: CheckpointingMode,
+    pub max_parallelism: u32,
     pub storage: Arc<dyn CheckpointStorage>,
     pub writer: mpsc::Sender<SnapshotRequest>,
     pub coord: mpsc::Sender<CoordMsg>,
@@ -86,6 +87,7 @@ impl TaskRuntime {
             ops,
             channel,
             alignment_ms: alignment.as_millis() as i64,
+            max_parallelism: c.max_parallelism,
         };
         let _ = c.writer.send(req);
     }
@@ -217,7 +219,10 @@ impl<T: Data> TaskHead for SourceHead<T> {
         let mut stopped_at: Option<u64> = None;
         loop {
             if rt.cancelled() {
-                self.init.metrics.records_out.store(emitted, Ordering::Relaxed);
+                self.init
+                    .metrics
+                    .records_out
+                    .store(emitted, Ordering::Relaxed);
                 self.out.publish_metrics();
                 return Ok(());
             }

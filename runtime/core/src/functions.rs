@@ -2,10 +2,10 @@
 //! keyed state, timers, output) and the operator that runs them.
 
 use crate::checkpoint::{
-    OperatorSnapshot, RestoredState, SnapshotContext, StateEntry, decode, encode,
+    KeyedSnapshotWriter, OperatorSnapshot, RestoredState, SnapshotContext, decode,
 };
 use crate::error::OperatorError;
-use crate::key::{Data, Key, key_group};
+use crate::key::{Data, Key};
 use crate::operator::{Operator, OperatorInit, Output};
 use crate::record::Record;
 use crate::state::{KeyedStateBackend, StateAccess};
@@ -260,7 +260,6 @@ where
 
     fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorSnapshot, OperatorError> {
         let state = self.state.snapshot(ctx.max_parallelism, self.now());
-        let maxp = ctx.max_parallelism;
         let timers: Vec<(&'static str, i64, K)> = self
             .timers
             .event
@@ -274,17 +273,12 @@ where
             )
             .collect();
         Ok(OperatorSnapshot {
-            keyed: Some(Box::new(move || {
-                let mut out = state()?;
-                for (name, t, k) in timers {
-                    let e = StateEntry {
-                        state: name.to_string(),
-                        key: encode(&k)?,
-                        value: encode(&t)?,
-                    };
-                    out.entry(key_group(&k, maxp)).or_default().push(e);
+            keyed: Some(Box::new(move |w: &mut KeyedSnapshotWriter| {
+                state(w)?;
+                for (name, t, k) in &timers {
+                    w.put(name, k, t)?;
                 }
-                Ok(out)
+                Ok(())
             })),
             operator: Vec::new(),
         })

@@ -351,6 +351,7 @@ pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, J
             })?;
             Some(CheckpointRuntime {
                 mode: c.mode,
+                max_parallelism: s.max_parallelism,
                 storage: st.clone(),
                 writer: w_tx,
                 coord: coord_tx.clone(),
@@ -526,8 +527,10 @@ impl Supervisor {
         if let Some(st) = &self.storage {
             let (latest, warnings) = RestoredJob::latest(st.as_ref())
                 .map_err(|e| JobError::Checkpoint(e.to_string()))?;
-            for w in warnings {
-                lock(&self.shared.status).0.last_failure = Some(w);
+            if !warnings.is_empty() {
+                let mut g = lock(&self.shared.status);
+                let cause = g.0.last_failure.take().unwrap_or_default();
+                g.0.last_failure = Some(format!("{cause}; {}", warnings.join("; ")));
             }
             if let Some(j) = latest {
                 return Ok(Some(Arc::new(j)));

@@ -9,7 +9,7 @@ use super::format::{
     file_crc,
 };
 use super::storage::CheckpointStorage;
-use super::{Barrier, CheckpointConfig, OperatorSnapshot, SnapshotKind};
+use super::{Barrier, CheckpointConfig, KeyedSnapshotWriter, OperatorSnapshot, SnapshotKind};
 use crate::channel::Notify;
 use crate::time::now_ms;
 use std::collections::{BTreeMap, VecDeque};
@@ -83,6 +83,8 @@ pub(crate) struct SnapshotRequest {
     pub channel: Vec<u8>,
     /// How long the task waited between its first barrier and its snapshot.
     pub alignment_ms: i64,
+    /// Number of key groups.
+    pub max_parallelism: u32,
 }
 
 /// Messages to the coordinator.
@@ -727,7 +729,11 @@ fn write_request(
     let mut channel = Some(req.channel);
     for (uid, snap) in req.ops {
         let keyed = match snap.keyed {
-            Some(f) => f().map_err(|e| format!("snapshot of {uid}: {e}"))?,
+            Some(f) => {
+                let mut w = KeyedSnapshotWriter::new(req.max_parallelism);
+                f(&mut w).map_err(|e| format!("snapshot of {uid}: {e}"))?;
+                w.finish()
+            }
             None => Default::default(),
         };
         let state = SubtaskState {

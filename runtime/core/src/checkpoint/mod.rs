@@ -132,11 +132,160 @@ pub struct StateEntry {
     pub value: Vec<u8>,
 }
 
-/// Keyed state of one operator subtask, by key group.
-pub type KeyedStateSnapshot = BTreeMap<u32, Vec<StateEntry>>;
+/// Keyed state of one operator subtask in canonical form: per key group, `(state, key, value)`
+/// entries encoded back to back (`u16` state index, `u32` key length, key, `u32` value length,
+/// value), so writing a snapshot costs no allocation per entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedStateSnapshot {
+    /// State names, referenced by index from the entries.
+    pub states: Vec<String>,
+    /// Encoded entries per key group.
+    pub groups: BTreeMap<u32, serde_bytes::ByteBuf>,
+}
 
-/// Serialises keyed state off the task thread.
-pub type KeyedSnapshotFn = Box<dyn FnOnce() -> Result<KeyedStateSnapshot, OperatorError> + Send>;
+fn corrupt(msg: &str) -> OperatorError {
+    OperatorError::State {
+        name: "snapshot".into(),
+        message: format!("corrupt keyed state: {msg}"),
+    }
+}
+
+impl KeyedStateSnapshot {
+    /// Whether no key group holds an entry.
+    pub fn is_empty(&self) -> bool {
+        self.groups.values().all(|g| g.is_empty())
+    }
+
+    /// The entries of the key groups in `range`.
+    pub fn entries(&self, range: std::ops::Range<u32>) -> Result<Vec<StateEntry>, OperatorError> {
+        let mut out = Vec::new();
+        for buf in self.groups.range(range).map(|(_, b)| b.as_slice()) {
+            let mut at = 0usize;
+            let take = |at: &mut usize, n: usize| -> Result<&[u8], OperatorError> {
+                let s = buf
+                    .get(*at..*at + n)
+                    .ok_or_else(|| corrupt("truncated entry"))?;
+                *at += n;
+                Ok(s)
+            };
+            while at < buf.len() {
+                let idx =
+                    u16::from_le_bytes(take(&mut at, 2)?.try_into().map_err(|_| corrupt("index"))?);
+                let state = self
+                    .states
+                    .get(idx as usize)
+                    .ok_or_else(|| corrupt("state index"))?
+                    .clone();
+                let klen = u32::from_le_bytes(
+                    take(&mut at, 4)?
+                        .try_into()
+                        .map_err(|_| corrupt("length"))?,
+                );
+                let key = take(&mut at, klen as usize)?.to_vec();
+                let vlen = u32::from_le_bytes(
+                    take(&mut at, 4)?
+                        .try_into()
+                        .map_err(|_| corrupt("length"))?,
+                );
+                let value = take(&mut at, vlen as usize)?.to_vec();
+                out.push(StateEntry { state, key, value });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Builds a [`KeyedStateSnapshot`] by encoding entries straight into their key group's buffer.
+pub struct KeyedSnapshotWriter {
+    max_parallelism: u32,
+    states: Vec<String>,
+    groups: Vec<Vec<u8>>,
+}
+
+impl KeyedSnapshotWriter {
+    /// A writer for `max_parallelism` key groups.
+    pub fn new(max_parallelism: u32) -> Self {
+        Self {
+            max_parallelism,
+            states: Vec::new(),
+            groups: vec![Vec::new(); max_parallelism.max(1) as usize],
+        }
+    }
+
+    fn state_index(&mut self, state: &str) -> Result<u16, OperatorError> {
+        let i = match self.states.iter().rposition(|s| s == state) {
+            Some(i) => i,
+            None => {
+                self.states.push(state.to_string());
+                self.states.len() - 1
+            }
+        };
+        u16::try_from(i).map_err(|_| corrupt("more than 65535 states in one operator"))
+    }
+
+    fn append<T: Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) -> Result<(), OperatorError> {
+        let at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        bincode::serialize_into(&mut *buf, v).map_err(|e| OperatorError::State {
+            name: "snapshot".into(),
+            message: e.to_string(),
+        })?;
+        let len =
+            u32::try_from(buf.len() - at - 4).map_err(|_| corrupt("entry larger than 4 GiB"))?;
+        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
+    /// Adds an entry of `state` under `key` (placed in the key's key group).
+    pub fn put<K: std::hash::Hash + Serialize, V: Serialize>(
+        &mut self,
+        state: &str,
+        key: &K,
+        value: &V,
+    ) -> Result<(), OperatorError> {
+        let kg = crate::key::key_group(key, self.max_parallelism);
+        let idx = self.state_index(state)?;
+        let buf = &mut self.groups[kg as usize];
+        buf.extend_from_slice(&idx.to_le_bytes());
+        Self::append(buf, key)?;
+        Self::append(buf, value)
+    }
+
+    /// Adds an already encoded entry to key group `kg`.
+    pub fn put_entry(&mut self, kg: u32, e: &StateEntry) -> Result<(), OperatorError> {
+        let idx = self.state_index(&e.state)?;
+        let buf = self
+            .groups
+            .get_mut(kg as usize)
+            .ok_or_else(|| corrupt("key group out of range"))?;
+        buf.extend_from_slice(&idx.to_le_bytes());
+        for part in [&e.key, &e.value] {
+            let len = u32::try_from(part.len()).map_err(|_| corrupt("entry larger than 4 GiB"))?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(part);
+        }
+        Ok(())
+    }
+
+    /// The finished snapshot.
+    pub fn finish(self) -> KeyedStateSnapshot {
+        let groups = self
+            .groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(kg, g)| (kg as u32, serde_bytes::ByteBuf::from(g)))
+            .collect();
+        KeyedStateSnapshot {
+            states: self.states,
+            groups,
+        }
+    }
+}
+
+/// Writes an operator's keyed state off the task thread.
+pub type KeyedSnapshotFn =
+    Box<dyn FnOnce(&mut KeyedSnapshotWriter) -> Result<(), OperatorError> + Send>;
 
 /// What an operator hands over at a barrier.
 #[derive(Default)]

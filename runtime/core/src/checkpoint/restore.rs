@@ -54,6 +54,9 @@ pub enum RestoreError {
         /// The uids.
         uids: String,
     },
+    /// Keyed state does not decode.
+    #[error("restoring keyed state: {0}")]
+    State(String),
     /// A source's positions belong to its subtasks.
     #[error(
         "source {uid} had parallelism {from} in the snapshot and has {to} now; source positions \
@@ -216,9 +219,11 @@ impl RestoredJob {
         let range = key_group_range(subtask, maxp, parallelism);
         let mut keyed: Vec<StateEntry> = Vec::new();
         for st in states {
-            for (_, entries) in st.keyed.range(range.clone()) {
-                keyed.extend(entries.iter().cloned());
-            }
+            keyed.extend(
+                st.keyed
+                    .entries(range.clone())
+                    .map_err(|e| RestoreError::State(e.to_string()))?,
+            );
         }
         let operator = if old_p == parallelism {
             states

@@ -165,6 +165,19 @@ impl CheckpointStorage for LocalFsStorage {
 
     fn discard(&self, location: &str) -> Result<(), StorageError> {
         let dir = self.dir(location)?;
+        // `_metadata` goes first: a directory interrupted while being deleted must not look
+        // like a complete checkpoint.
+        match fs::remove_file(dir.join(METADATA_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StorageError::Io {
+                    op: "delete",
+                    path: dir.join(METADATA_FILE),
+                    source: e,
+                });
+            }
+        }
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -2,14 +2,14 @@
 //! operator and accessed only from its thread.
 
 use super::{TtlConfig, TtlUpdate};
-use crate::checkpoint::{KeyedSnapshotFn, KeyedStateSnapshot, StateEntry, decode, encode};
+use crate::checkpoint::{KeyedSnapshotFn, KeyedSnapshotWriter, StateEntry, decode};
 use crate::error::OperatorError;
 use crate::key::{Key, StateValue, key_group};
 use rustc_hash::FxHashMap;
 use std::any::Any;
 use std::collections::HashMap;
 
-type EntriesFn = Box<dyn FnOnce() -> Result<Vec<(u32, StateEntry)>, OperatorError> + Send>;
+type EntriesFn = KeyedSnapshotFn;
 
 /// The values of one named state for every key of a subtask.
 pub struct StateTable<K, V> {
@@ -110,7 +110,7 @@ trait ErasedTable: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn name(&self) -> &str;
     fn len(&self) -> usize;
-    fn snapshot(&self, max_parallelism: u32, now: i64) -> EntriesFn;
+    fn snapshot(&self, now: i64) -> EntriesFn;
 }
 
 impl<K: Key, V: StateValue> ErasedTable for StateTable<K, V> {
@@ -123,7 +123,7 @@ impl<K: Key, V: StateValue> ErasedTable for StateTable<K, V> {
     fn len(&self) -> usize {
         self.map.len()
     }
-    fn snapshot(&self, max_parallelism: u32, now: i64) -> EntriesFn {
+    fn snapshot(&self, now: i64) -> EntriesFn {
         // The copy is the synchronous part of the snapshot; serialising it is not.
         let ttl = self.ttl;
         let live: Vec<(K, V, i64)> = self
@@ -133,19 +133,11 @@ impl<K: Key, V: StateValue> ErasedTable for StateTable<K, V> {
             .map(|(k, (v, s))| (k.clone(), v.clone(), *s))
             .collect();
         let name = self.name.clone();
-        Box::new(move || {
-            live.into_iter()
-                .map(|(k, v, s)| {
-                    Ok((
-                        key_group(&k, max_parallelism),
-                        StateEntry {
-                            state: name.clone(),
-                            key: encode(&k)?,
-                            value: encode(&(v, s))?,
-                        },
-                    ))
-                })
-                .collect()
+        Box::new(move |w: &mut KeyedSnapshotWriter| {
+            for (k, v, stamp) in &live {
+                w.put(&name, k, &(v, stamp))?;
+            }
+            Ok(())
         })
     }
 }
@@ -228,26 +220,17 @@ impl<K: Key> KeyedStateBackend<K> {
     /// A copy of all state for a checkpoint, serialised by key group when the returned
     /// function runs (off the task thread). Expired values are left out.
     pub fn snapshot(&self, max_parallelism: u32, now: i64) -> KeyedSnapshotFn {
-        let parts: Vec<EntriesFn> = self
-            .tables
-            .iter()
-            .map(|t| t.snapshot(max_parallelism, now))
-            .collect();
+        let parts: Vec<EntriesFn> = self.tables.iter().map(|t| t.snapshot(now)).collect();
         let pending: Vec<StateEntry> = self.pending.values().flatten().cloned().collect();
-        Box::new(move || {
-            let mut out = KeyedStateSnapshot::new();
+        Box::new(move |w: &mut KeyedSnapshotWriter| {
             for part in parts {
-                for (kg, e) in part()? {
-                    out.entry(kg).or_default().push(e);
-                }
+                part(w)?;
             }
             for e in pending {
                 let key: K = decode(&e.state, &e.key)?;
-                out.entry(key_group(&key, max_parallelism))
-                    .or_default()
-                    .push(e);
+                w.put_entry(key_group(&key, max_parallelism), &e)?;
             }
-            Ok(out)
+            Ok(())
         })
     }
 

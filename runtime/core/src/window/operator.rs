@@ -4,11 +4,10 @@
 
 use super::{AggregateFunction, ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext};
 use crate::checkpoint::{
-    KeyedStateSnapshot, OperatorSnapshot, RestoredState, SnapshotContext, StateEntry, decode,
-    encode,
+    KeyedSnapshotWriter, OperatorSnapshot, RestoredState, SnapshotContext, decode,
 };
 use crate::error::OperatorError;
-use crate::key::{Data, Key, StateValue, key_group};
+use crate::key::{Data, Key, StateValue};
 use crate::operator::{Operator, Output};
 use crate::record::{NO_TIMESTAMP, Record};
 use rustc_hash::FxHashMap;
@@ -440,7 +439,10 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
         out.emit_watermark(wm)
     }
 
-    fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorSnapshot, OperatorError> {
+    fn snapshot_state(
+        &mut self,
+        _ctx: &SnapshotContext,
+    ) -> Result<OperatorSnapshot, OperatorError> {
         // The copy is the synchronous part; encoding happens on the snapshot writer.
         let windows: Vec<((K, TimeWindow), C::Acc)> = self
             .windows
@@ -452,27 +454,15 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let maxp = ctx.max_parallelism;
         Ok(OperatorSnapshot {
-            keyed: Some(Box::new(move || {
-                let mut out = KeyedStateSnapshot::new();
-                for ((k, w), acc) in windows {
-                    let e = StateEntry {
-                        state: WINDOWS.into(),
-                        key: encode(&k)?,
-                        value: encode(&(w, acc))?,
-                    };
-                    out.entry(key_group(&k, maxp)).or_default().push(e);
+            keyed: Some(Box::new(move |w: &mut KeyedSnapshotWriter| {
+                for ((k, win), acc) in &windows {
+                    w.put(WINDOWS, k, &(win, acc))?;
                 }
-                for (k, list) in sessions {
-                    let e = StateEntry {
-                        state: SESSIONS.into(),
-                        key: encode(&k)?,
-                        value: encode(&list)?,
-                    };
-                    out.entry(key_group(&k, maxp)).or_default().push(e);
+                for (k, list) in &sessions {
+                    w.put(SESSIONS, k, list)?;
                 }
-                Ok(out)
+                Ok(())
             })),
             operator: Vec::new(),
         })
