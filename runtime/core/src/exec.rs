@@ -215,6 +215,7 @@ impl<T: Data> TaskHead for SourceHead<T> {
         let mut finished = false;
         let mut final_id: Option<u64> = None;
         let mut last_snapshot = 0u64;
+        let mut reader_wm = i64::MIN;
         // Stop-with-savepoint: nothing is read after its barrier (unless the savepoint fails).
         let mut stopped_at: Option<u64> = None;
         loop {
@@ -248,6 +249,7 @@ impl<T: Data> TaskHead for SourceHead<T> {
                         }
                     }
                     Control::Complete(id) => {
+                        reader.notify_checkpoint_complete(id)?;
                         out.notify_checkpoint(id, true)?;
                         if final_id.is_some_and(|f| id >= f) {
                             self.init
@@ -324,6 +326,12 @@ impl<T: Data> TaskHead for SourceHead<T> {
                     if let Some(wm) = wmgen.poll() {
                         out.emit_watermark(wm)?;
                     }
+                }
+                if let Some(wm) = reader.watermark()
+                    && wm > reader_wm
+                {
+                    reader_wm = wm;
+                    out.emit_watermark(wm)?;
                 }
                 if let Some(timeout) = idleness
                     && !idle

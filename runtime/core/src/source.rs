@@ -46,6 +46,18 @@ pub trait SourceReader<T>: Send {
     fn restore(&mut self, _position: &[u8]) -> Result<(), OperatorError> {
         Ok(())
     }
+
+    /// A watermark the reader computes itself (e.g. per partition, merged), emitted whenever
+    /// it advances; `None` leaves watermarks to the source's `WatermarkStrategy`.
+    fn watermark(&mut self) -> Option<i64> {
+        None
+    }
+
+    /// Checkpoint `checkpoint_id` completed: the position the reader reported for it is now
+    /// durable (a Kafka source commits its offsets to the consumer group here, for lag tools).
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<(), OperatorError> {
+        Ok(())
+    }
 }
 
 /// A connector that produces records.
