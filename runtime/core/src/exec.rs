@@ -618,7 +618,13 @@ impl<I: Data> TaskHead for InputHead<I> {
                         }
                         self.out.notify_checkpoint(id, false)?;
                     }
-                    Control::Trigger(b) => self.direct.push(b),
+                    Control::Trigger(b) => {
+                        // Only needed if the inputs end before the barrier arrives; forget
+                        // the ones already snapshotted so a long run does not pile them up.
+                        let done = self.last_snapshot;
+                        self.direct.retain(|d| d.id > done);
+                        self.direct.push(b);
+                    }
                 }
             }
             let seen = self.notify.seq();
