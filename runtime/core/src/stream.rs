@@ -516,6 +516,16 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
             keyed: self.clone(),
             assigner,
             lateness: Duration::ZERO,
+            processing_time: false,
+        }
+    }
+
+    /// Groups records of each key into processing-time windows: a record belongs to the
+    /// windows of the moment it arrives, and windows fire when the clock passes their end.
+    pub fn window_processing_time(&self, assigner: WindowAssigner) -> WindowedStream<K, T> {
+        WindowedStream {
+            processing_time: true,
+            ..self.window(assigner)
         }
     }
 }
@@ -525,6 +535,7 @@ pub struct WindowedStream<K, T> {
     keyed: KeyedStream<K, T>,
     assigner: WindowAssigner,
     lateness: Duration,
+    processing_time: bool,
 }
 
 /// A windowed stream whose too-late records are kept as a second output.
@@ -573,6 +584,7 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         let proto = Mutex::new(contents);
         let kf = self.keyed.key_fn.clone();
         let assigner = self.assigner;
+        let processing_time = self.processing_time;
         let lateness = self.lateness.as_millis() as i64;
         let name = match assigner {
             WindowAssigner::Tumbling { .. } => "tumbling-window",
@@ -586,13 +598,12 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone();
-                Box::new(WindowOperator::new(
-                    kf.clone(),
-                    assigner,
-                    lateness,
-                    emit_late,
-                    c,
-                ))
+                let op = WindowOperator::new(kf.clone(), assigner, lateness, emit_late, c);
+                Box::new(if processing_time {
+                    op.on_processing_time_clock()
+                } else {
+                    op
+                })
             }),
         )
     }

@@ -481,3 +481,76 @@ fn chaining_does_not_change_results() {
     assert_eq!(chained.len(), 2 * 33_333);
     assert_eq!(chained, run(false));
 }
+
+#[test]
+fn processing_time_windows_follow_the_clock() {
+    let clock = ManualClock::new(1_000);
+    let env = StreamEnv::new(EnvConfig {
+        clock: Arc::new(clock.clone()),
+        ..Default::default()
+    });
+    let feed = Feed::default();
+    let out = CollectSink::new();
+    env.source("feed", feed.clone(), WatermarkStrategy::none())
+        .key_by(|v: &(String, f64)| v.0.clone())
+        .window_processing_time(weir_core::WindowAssigner::tumbling(Duration::from_secs(10)))
+        .process(
+            |k: &String,
+             c: &weir_core::WindowContext,
+             els: &[(String, f64)],
+             o: &mut Vec<String>| {
+                o.push(format!(
+                    "{k} [{},{}) n={}",
+                    c.window.start,
+                    c.window.end,
+                    els.len()
+                ))
+            },
+        )
+        .sink("out", out.clone());
+    let job = env.start().unwrap();
+    let push = |k: &str| {
+        feed.q
+            .lock()
+            .unwrap()
+            .push_back(Record::untimed((k.to_string(), 1.0)))
+    };
+    // Records without event time are fine: they are windowed by arrival.
+    // Waits until the window operator has taken `n` records, so the clock moves only after.
+    let arrived = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let m = job.metrics();
+            if m.vertices
+                .iter()
+                .filter(|v| v.name == "tumbling-window")
+                .map(|v| v.records_in())
+                .sum::<u64>()
+                >= n
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("records did not reach the window operator");
+    };
+    push("a");
+    push("a");
+    push("b");
+    arrived(3);
+    assert!(
+        out.values().is_empty(),
+        "nothing fires before the clock passes the window end"
+    );
+    clock.set(10_000);
+    let mut got = wait_for(&out, 2);
+    got.sort();
+    assert_eq!(got, vec!["a [0,10000) n=2", "b [0,10000) n=1"]);
+    push("a");
+    // It must arrive before the clock moves on, or it would belong to the next window.
+    arrived(4);
+    clock.set(20_000);
+    assert_eq!(wait_for(&out, 3)[2], "a [10000,20000) n=1");
+    feed.closed.store(true, Ordering::SeqCst);
+    job.wait().unwrap();
+}

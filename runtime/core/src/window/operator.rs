@@ -148,7 +148,11 @@ pub struct WindowOperator<K, T, C: WindowContents<K, T>> {
     sessions: FxHashMap<K, Vec<(TimeWindow, C::Acc)>>,
     /// Pending firings and clean-ups, in time order.
     timers: BTreeSet<(i64, K, TimeWindow)>,
+    /// The operator's time: the watermark, or processing time for processing-time windows.
     watermark: i64,
+    /// Windows follow processing time (assigned at arrival, fired by the clock).
+    processing_time: bool,
+    clock: Option<Arc<dyn crate::time::Clock>>,
     scratch: Vec<C::Out>,
     late_dropped: u64,
 }
@@ -173,9 +177,37 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
             sessions: FxHashMap::default(),
             timers: BTreeSet::new(),
             watermark: i64::MIN,
+            processing_time: false,
+            clock: None,
             scratch: Vec::new(),
             late_dropped: 0,
         }
+    }
+
+    /// Makes the windows follow processing time: records are assigned by their arrival time
+    /// and windows fire when the clock passes their end (Flink's processing-time windows).
+    pub fn on_processing_time_clock(mut self) -> Self {
+        self.processing_time = true;
+        self
+    }
+
+    /// Fires every window whose time has come.
+    fn advance(
+        &mut self,
+        time: i64,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        self.watermark = time;
+        while let Some((t, _, _)) = self.timers.first() {
+            if *t > time {
+                break;
+            }
+            let Some((t, key, w)) = self.timers.pop_first() else {
+                break;
+            };
+            self.fire_timer(t, key, w, out)?;
+        }
+        Ok(())
     }
 
     /// Records dropped for being late (without a side output).
@@ -397,13 +429,21 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
 impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, T>>
     for WindowOperator<K, T, C>
 {
+    fn open(&mut self, init: &crate::operator::OperatorInit) -> Result<(), OperatorError> {
+        self.clock = Some(init.clock.clone());
+        Ok(())
+    }
+
     #[inline]
     fn process(
         &mut self,
-        rec: Record<T>,
+        mut rec: Record<T>,
         out: &mut dyn Output<WindowOutput<C::Out, T>>,
     ) -> Result<(), OperatorError> {
-        if rec.ts == NO_TIMESTAMP {
+        if self.processing_time {
+            // Assigned by arrival time; the record's own event time is not used.
+            rec.ts = self.clock.as_ref().map_or(0, |c| c.now_ms());
+        } else if rec.ts == NO_TIMESTAMP {
             return Err(OperatorError::User(
                 "a record reached an event-time window without a timestamp: give the source a \
                  WatermarkStrategy with a timestamp assigner (or use a source that sets event time)"
@@ -423,20 +463,22 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
         wm: i64,
         out: &mut dyn Output<WindowOutput<C::Out, T>>,
     ) -> Result<(), OperatorError> {
-        if wm <= self.watermark {
-            return Ok(());
+        if self.processing_time || wm <= self.watermark {
+            return out.emit_watermark(wm);
         }
-        self.watermark = wm;
-        while let Some((t, _, _)) = self.timers.first() {
-            if *t > wm {
-                break;
-            }
-            let Some((t, key, w)) = self.timers.pop_first() else {
-                break;
-            };
-            self.fire_timer(t, key, w, out)?;
-        }
+        self.advance(wm, out)?;
         out.emit_watermark(wm)
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        if self.processing_time && now > self.watermark {
+            self.advance(now, out)?;
+        }
+        Ok(())
     }
 
     fn snapshot_state(
