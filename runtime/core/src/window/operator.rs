@@ -11,7 +11,7 @@ use crate::key::{Data, Key, StateValue};
 use crate::operator::{Operator, Output};
 use crate::record::{NO_TIMESTAMP, Record};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -147,7 +147,9 @@ pub struct WindowOperator<K, T, C: WindowContents<K, T>> {
     /// Session windows: the live windows of each key.
     sessions: FxHashMap<K, Vec<(TimeWindow, C::Acc)>>,
     /// Pending firings and clean-ups, in time order.
-    timers: BTreeSet<(i64, K, TimeWindow)>,
+    /// Pending firings and clean-ups by time. Fixed windows register once, when created; a
+    /// session's timers go stale when it merges and are skipped (and de-duplicated) on firing.
+    timers: BTreeMap<i64, Vec<(K, TimeWindow)>>,
     /// The operator's time: the watermark, or processing time for processing-time windows.
     watermark: i64,
     /// Windows follow processing time (assigned at arrival, fired by the clock).
@@ -175,7 +177,7 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
             contents,
             windows: FxHashMap::default(),
             sessions: FxHashMap::default(),
-            timers: BTreeSet::new(),
+            timers: BTreeMap::new(),
             watermark: i64::MIN,
             processing_time: false,
             clock: None,
@@ -198,14 +200,18 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
         out: &mut dyn Output<WindowOutput<C::Out, T>>,
     ) -> Result<(), OperatorError> {
         self.watermark = time;
-        while let Some((t, _, _)) = self.timers.first() {
-            if *t > time {
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > time {
                 break;
             }
-            let Some((t, key, w)) = self.timers.pop_first() else {
-                break;
-            };
-            self.fire_timer(t, key, w, out)?;
+            let (t, mut due) = entry.remove_entry();
+            if self.assigner.is_merging() {
+                due.sort_unstable();
+                due.dedup();
+            }
+            for (key, w) in due {
+                self.fire_timer(t, key, w, out)?;
+            }
         }
         Ok(())
     }
@@ -224,16 +230,16 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
     }
 
     fn register(&mut self, key: &K, w: TimeWindow) {
-        self.timers.insert((w.max_timestamp(), key.clone(), w));
+        self.timers
+            .entry(w.max_timestamp())
+            .or_default()
+            .push((key.clone(), w));
         if self.lateness > 0 {
-            self.timers.insert((self.cleanup_time(&w), key.clone(), w));
-        }
-    }
-
-    fn unregister(&mut self, key: &K, w: TimeWindow) {
-        self.timers.remove(&(w.max_timestamp(), key.clone(), w));
-        if self.lateness > 0 {
-            self.timers.remove(&(self.cleanup_time(&w), key.clone(), w));
+            let cleanup = self.cleanup_time(&w);
+            self.timers
+                .entry(cleanup)
+                .or_default()
+                .push((key.clone(), w));
         }
     }
 
@@ -350,7 +356,6 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
             if w.intersects(&merged) {
                 merged = merged.cover(&w);
                 self.contents.merge(&mut acc, a);
-                self.unregister(&key, w);
             } else {
                 keep.push((w, a));
             }
@@ -360,7 +365,6 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
             let (w, a) = keep.swap_remove(pos);
             merged = merged.cover(&w);
             self.contents.merge(&mut acc, a);
-            self.unregister(&key, w);
         }
         self.register(&key, merged);
         if merged.max_timestamp() <= self.watermark {
