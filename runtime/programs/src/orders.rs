@@ -243,6 +243,40 @@ impl ProcessWindowFunction<u64, (u64, u64), UserSummary> for Summarize {
     }
 }
 
+/// The summaries the `orders` dataflow must produce for a bounded configuration
+/// (`count` set), computed straight from the generator without the engine: the oracle of the
+/// exactly-once tests. Sorted; empty for an unbounded configuration.
+pub fn expected_summaries(config: &OrdersConfig) -> Vec<UserSummary> {
+    let size = config.window.as_millis() as i64;
+    let source = config.source();
+    let mut windows: std::collections::BTreeMap<(u64, i64), (u64, u64)> = Default::default();
+    for seq in 0..config.count.unwrap_or(0) {
+        let order = source.record(seq, 0).value;
+        let w = windows
+            .entry((
+                order.user_id,
+                weir_core::window::window_start(order.ts, 0, size),
+            ))
+            .or_default();
+        w.0 += 1;
+        w.1 += order.amount_cents;
+    }
+    let mut v: Vec<UserSummary> = windows
+        .into_iter()
+        .map(
+            |((user_id, start), (order_count, total_amount_cents))| UserSummary {
+                user_id,
+                window_start: start,
+                window_end: start + size,
+                order_count,
+                total_amount_cents,
+            },
+        )
+        .collect();
+    v.sort();
+    v
+}
+
 /// Adds the source and the windowed aggregation to `env` and returns the summaries, for the
 /// caller to sink.
 pub fn build_dataflow(env: &StreamEnv, config: &OrdersConfig) -> DataStream<UserSummary> {

@@ -6,16 +6,14 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use weir_core::checkpoint::coordinator::{FaultInjector, FaultPoint};
-use weir_core::window::window_start;
 use weir_core::{
     CheckpointConfig, EnvConfig, JobSettings, RestartStrategy, StreamEnv, TransactionalCollectSink,
 };
-use weir_programs::orders::{OrdersConfig, UserSummary, build_dataflow};
+use weir_programs::orders::{OrdersConfig, UserSummary, build_dataflow, expected_summaries};
 
 const COUNT: u64 = 30_000;
 
@@ -30,32 +28,7 @@ fn config() -> OrdersConfig {
 }
 
 fn expected() -> Vec<UserSummary> {
-    let config = config();
-    let size = config.window.as_millis() as i64;
-    let source = config.source();
-    let mut windows: BTreeMap<(u64, i64), (u64, u64)> = BTreeMap::new();
-    for seq in 0..COUNT {
-        let order = source.record(seq, 0).value;
-        let w = windows
-            .entry((order.user_id, window_start(order.ts, 0, size)))
-            .or_default();
-        w.0 += 1;
-        w.1 += order.amount_cents;
-    }
-    let mut v: Vec<UserSummary> = windows
-        .into_iter()
-        .map(
-            |((user_id, start), (order_count, total_amount_cents))| UserSummary {
-                user_id,
-                window_start: start,
-                window_end: start + size,
-                order_count,
-                total_amount_cents,
-            },
-        )
-        .collect();
-    v.sort();
-    v
+    expected_summaries(&config())
 }
 
 fn run(
