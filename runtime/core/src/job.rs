@@ -7,7 +7,7 @@ use crate::checkpoint::coordinator::{
     CheckpointStats, CoordMsg, Coordinator, CoordinatorSetup, FaultInjector, SupervisorNote,
 };
 use crate::checkpoint::restore::RestoredJob;
-use crate::checkpoint::storage::{CheckpointStorage, open_storage};
+use crate::checkpoint::storage::{CheckpointStorage, StorageFactory, open_storage};
 use crate::error::JobError;
 use crate::exec::{Attempt, AttemptContext, CheckpointRuntime, JobPlan, TaskDone, deploy};
 use crate::metrics::{JobMetrics, SubtaskMetrics, VertexMetrics};
@@ -77,6 +77,18 @@ pub struct JobSettings {
     pub allow_non_restored_state: bool,
     /// Test hook that injects failures at chosen points.
     pub fault: Option<FaultInjector>,
+    /// Opens checkpoint storage for a URI; `None` knows local paths and `file://` only.
+    pub storage: Option<StorageFactory>,
+}
+
+impl JobSettings {
+    fn open(&self, uri: &str) -> Result<Arc<dyn CheckpointStorage>, JobError> {
+        match &self.storage {
+            Some(f) => f(uri),
+            None => open_storage(uri),
+        }
+        .map_err(|e| JobError::Checkpoint(e.to_string()))
+    }
 }
 
 impl std::fmt::Debug for JobSettings {
@@ -87,6 +99,7 @@ impl std::fmt::Debug for JobSettings {
             .field("restore_from", &self.restore_from)
             .field("allow_non_restored_state", &self.allow_non_restored_state)
             .field("fault", &self.fault.is_some())
+            .field("storage", &self.storage.is_some())
             .finish()
     }
 }
@@ -270,13 +283,13 @@ pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, J
             .collect(),
     });
     let storage: Option<Arc<dyn CheckpointStorage>> = match &settings.checkpoint {
-        Some(c) => Some(open_storage(&c.storage).map_err(|e| JobError::Checkpoint(e.to_string()))?),
+        Some(c) => Some(settings.open(&c.storage)?),
         None => None,
     };
     // The first restore is checked before anything starts, so a bad path fails fast.
     let initial: Option<Arc<RestoredJob>> = match &settings.restore_from {
         Some(path) => {
-            let st = open_storage(path).map_err(|e| JobError::Checkpoint(e.to_string()))?;
+            let st = settings.open(path)?;
             let job = RestoredJob::load(st.as_ref(), path)
                 .map_err(|e| JobError::Checkpoint(e.to_string()))?;
             job.check(

@@ -195,6 +195,7 @@ fn start_with(
             fault: setup.fault,
             restore_from: setup.restore_from,
             allow_non_restored_state: setup.allow_non_restored,
+            storage: None,
         },
         ..Default::default()
     });

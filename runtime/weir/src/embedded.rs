@@ -153,6 +153,7 @@ pub fn job_settings(path: &Path, spec: &StreamJobSpec) -> Result<JobSettings, Cl
         restore_from: spec.job.initial_savepoint_path.clone(),
         allow_non_restored_state: spec.job.allow_non_restored_state,
         fault: None,
+        storage: None,
     })
 }
 

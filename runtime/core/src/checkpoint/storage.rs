@@ -194,3 +194,9 @@ impl CheckpointStorage for LocalFsStorage {
 pub fn open_storage(uri: &str) -> Result<std::sync::Arc<dyn CheckpointStorage>, StorageError> {
     Ok(std::sync::Arc::new(LocalFsStorage::new(uri)?))
 }
+
+/// Opens checkpoint storage for a URI; binaries with more storages (S3) install their own in
+/// `JobSettings::storage`, falling back to [`open_storage`] for `file://`.
+pub type StorageFactory = std::sync::Arc<
+    dyn Fn(&str) -> Result<std::sync::Arc<dyn CheckpointStorage>, StorageError> + Send + Sync,
+>;
