@@ -1,6 +1,10 @@
 //! The `weir` binary: the command line of [`weir::main_with_registry`] with Weir's built-in
-//! programs.
+//! programs and the Kafka connector's programs.
 
 fn main() -> std::process::ExitCode {
-    weir::main_with_registry(weir_programs::builtin_registry())
+    let mut registry = weir_programs::builtin_registry();
+    for program in weir_kafka::programs() {
+        registry.register(program);
+    }
+    weir::main_with_registry(registry)
 }

@@ -233,6 +233,10 @@ fn examples_validate() {
             "examples/nexmark-q5.yaml",
             "ok: nexmark-q5 (program nexmark-q5, parallelism 2)",
         ),
+        (
+            "examples/orders-kafka.yaml",
+            "ok: orders-kafka (program orders-kafka, parallelism 2)",
+        ),
     ] {
         let out = run_to_end(&["validate", file]);
         assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out.stderr));
@@ -247,7 +251,12 @@ fn examples_validate() {
     found.sort();
     assert_eq!(
         found,
-        ["nexmark-q5.yaml", "orders.yaml", "sensor-anomaly.yaml"]
+        [
+            "nexmark-q5.yaml",
+            "orders-kafka.yaml",
+            "orders.yaml",
+            "sensor-anomaly.yaml"
+        ]
     );
 }
 

@@ -1,0 +1,243 @@
+//! The Kafka source against a real broker: a 4-partition topic read at parallelism 1 and 2,
+//! a reader restored from its position, and each bad-record policy.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod test_support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use test_support::{Topics, produce, read_committed};
+use weir_core::{
+    CollectSink, EnvConfig, Record, Source, SourceContext, SourcePoll, SourceReader, StreamEnv,
+    SystemClock, WatermarkStrategy,
+};
+use weir_kafka::{BadRecordPolicy, KafkaSource};
+
+const N: usize = 400;
+
+/// `N` records `v<i>` spread over 4 partitions, timestamp `1000 + i`.
+fn filled_topic(topics: &mut Topics) -> String {
+    let topic = topics.create("src", 4);
+    let records: Vec<_> = (0..N)
+        .map(|i| {
+            (
+                Some((i % 4) as i32),
+                Some(i.to_string().into_bytes()),
+                1_000 + i as i64,
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    produce(&topics.bootstrap, &topic, &records);
+    topic
+}
+
+fn expected() -> Vec<String> {
+    let mut v: Vec<String> = (0..N).map(|i| format!("v{i}")).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn reads_all_partitions_at_parallelism_1_and_2() {
+    let mut topics = Topics::new();
+    let topic = filled_topic(&mut topics);
+    for parallelism in [1, 2] {
+        let env = StreamEnv::new(EnvConfig {
+            parallelism,
+            ..Default::default()
+        });
+        let sink = CollectSink::new();
+        env.source(
+            "kafka",
+            KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()]).bounded(true),
+            WatermarkStrategy::none(),
+        )
+        .sink("collect", sink.clone());
+        env.execute().unwrap();
+        let records = sink.records();
+        let mut got: Vec<String> = records.iter().map(|r| r.value.clone()).collect();
+        got.sort();
+        assert_eq!(got, expected(), "parallelism {parallelism}");
+        // The record timestamp is the Kafka message timestamp.
+        for r in &records {
+            let i: i64 = r.value[1..].parse().unwrap();
+            assert_eq!(r.ts, 1_000 + i);
+        }
+    }
+}
+
+fn ctx(subtask: u32, parallelism: u32) -> SourceContext {
+    SourceContext {
+        subtask,
+        parallelism,
+        clock: Arc::new(SystemClock),
+    }
+}
+
+fn drain(reader: &mut dyn SourceReader<String>, limit: usize) -> (Vec<Record<String>>, bool) {
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let mut buf = Vec::new();
+        let poll = reader.poll(&mut buf).unwrap();
+        out.extend(buf);
+        if poll == SourcePoll::Finished {
+            return (out, true);
+        }
+        if out.len() >= limit {
+            return (out, false);
+        }
+    }
+    panic!("source did not finish");
+}
+
+#[test]
+fn restores_from_positions_without_loss_or_duplicates() {
+    let mut topics = Topics::new();
+    let topic = filled_topic(&mut topics);
+    let source = KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()])
+        .bounded(true)
+        .max_batch(7);
+    let mut all = Vec::new();
+    for subtask in 0..2 {
+        let mut first = source.create_reader(&ctx(subtask, 2)).unwrap();
+        let (part1, done) = drain(first.as_mut(), 50);
+        assert!(!done);
+        let position = first.position();
+        drop(first);
+        let mut second = source.create_reader(&ctx(subtask, 2)).unwrap();
+        second.restore(&position).unwrap();
+        let (part2, done) = drain(second.as_mut(), usize::MAX);
+        assert!(done);
+        // Partitions p with p % 2 == subtask only.
+        for r in part1.iter().chain(&part2) {
+            let i: usize = r.value[1..].parse().unwrap();
+            assert_eq!((i % 4) % 2, subtask as usize, "{}", r.value);
+        }
+        all.extend(part1.into_iter().chain(part2).map(|r| r.value));
+    }
+    all.sort();
+    assert_eq!(all, expected());
+}
+
+#[test]
+fn per_partition_watermark_is_the_minimum_over_partitions() {
+    let mut topics = Topics::new();
+    let topic = topics.create("wm", 2);
+    // Partition 0 is far ahead of partition 1.
+    let records = vec![
+        (Some(0), None, 100_000, b"a".to_vec()),
+        (Some(0), None, 200_000, b"b".to_vec()),
+        (Some(1), None, 10_000, b"c".to_vec()),
+    ];
+    produce(&topics.bootstrap, &topic, &records);
+    let source = KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()])
+        .bounded(true)
+        .per_partition_watermarks(Duration::from_secs(5), None);
+    let mut reader = source.create_reader(&ctx(0, 1)).unwrap();
+    let (recs, _) = drain(reader.as_mut(), 2);
+    if recs.len() < 3 {
+        // Only one partition seen so far: an active partition without data holds it back.
+        let seen: BTreeMap<_, _> = recs.iter().map(|r| (r.value.clone(), r.ts)).collect();
+        if !(seen.contains_key("a") && seen.contains_key("c")) {
+            assert_eq!(reader.watermark(), None);
+        }
+    }
+    let _ = drain(reader.as_mut(), usize::MAX);
+    // Both partitions are done: nothing holds the watermark; before that it was min(...).
+    let source = KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()])
+        .per_partition_watermarks(Duration::from_secs(5), None);
+    let mut reader = source.create_reader(&ctx(0, 1)).unwrap();
+    let mut got = 0;
+    for _ in 0..2_000 {
+        let mut buf = Vec::new();
+        reader.poll(&mut buf).unwrap();
+        got += buf.len();
+        if got == 3 {
+            break;
+        }
+    }
+    assert_eq!(got, 3);
+    assert_eq!(reader.watermark(), Some(10_000 - 5_000 - 1));
+}
+
+fn bad_topic(topics: &mut Topics) -> String {
+    let topic = topics.create("bad", 1);
+    let records = vec![
+        (Some(0), None, 1, br#"{"n":1}"#.to_vec()),
+        (Some(0), None, 2, br#"{"n":2}"#.to_vec()),
+        (Some(0), None, 3, b"not json".to_vec()),
+        (Some(0), None, 4, br#"{"n":4}"#.to_vec()),
+    ];
+    produce(&topics.bootstrap, &topic, &records);
+    topic
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct N {
+    n: u64,
+}
+
+fn run_json(source: KafkaSource<N>) -> Result<Vec<u64>, String> {
+    let mut reader = source
+        .create_reader(&ctx(0, 1))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let mut buf = Vec::new();
+        let poll = reader.poll(&mut buf).map_err(|e| e.to_string())?;
+        out.extend(buf.into_iter().map(|r| r.value.n));
+        if poll == SourcePoll::Finished {
+            // The barrier flushes dead letters.
+            let _ = reader.position();
+            return Ok(out);
+        }
+    }
+    panic!("source did not finish");
+}
+
+#[test]
+fn bad_record_policy_fail_names_topic_partition_and_offset() {
+    let mut topics = Topics::new();
+    let topic = bad_topic(&mut topics);
+    let err =
+        run_json(KafkaSource::json(topics.bootstrap.clone(), &[topic.as_str()]).bounded(true))
+            .unwrap_err();
+    assert!(
+        err.contains(&format!("topic {topic} partition 0 offset 2")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_record_policy_skip_counts() {
+    let mut topics = Topics::new();
+    let topic = bad_topic(&mut topics);
+    let source = KafkaSource::json(topics.bootstrap.clone(), &[topic.as_str()])
+        .bounded(true)
+        .bad_records(BadRecordPolicy::Skip);
+    let skipped = source.skipped_records();
+    assert_eq!(run_json(source).unwrap(), vec![1, 2, 4]);
+    assert_eq!(skipped.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn bad_record_policy_dead_letter_topic_receives_them() {
+    let mut topics = Topics::new();
+    let topic = bad_topic(&mut topics);
+    let dlq = topics.create("dlq", 1);
+    let source = KafkaSource::json(topics.bootstrap.clone(), &[topic.as_str()])
+        .bounded(true)
+        .bad_records(BadRecordPolicy::DeadLetter(dlq.clone()));
+    let count = source.dead_lettered_records();
+    assert_eq!(run_json(source).unwrap(), vec![1, 2, 4]);
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    let dead: Vec<Vec<u8>> = read_committed(&topics.bootstrap, &dlq)
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(dead, vec![b"not json".to_vec()]);
+}
