@@ -121,7 +121,14 @@ impl TaskRuntime {
 
     /// After the input ended: with checkpointing, stay to acknowledge later checkpoints with
     /// the final state (a restore must not replay into a finished task), until the job ends.
-    fn linger<T>(&self, out: &mut dyn Output<T>, mut done_ids: u64) -> Result<(), OperatorError> {
+    /// `head` is the head operator's own part of every snapshot (a finished source's final
+    /// position, so that a restore does not read its input again).
+    fn linger<T>(
+        &self,
+        out: &mut dyn Output<T>,
+        mut done_ids: u64,
+        head: Option<(String, Vec<u8>)>,
+    ) -> Result<(), OperatorError> {
         if self.checkpointing.is_none() {
             return Ok(());
         }
@@ -133,6 +140,16 @@ impl TaskRuntime {
                     Control::Trigger(b) if b.id > done_ids => {
                         done_ids = b.id;
                         let mut snaps = ChainSnapshots::new();
+                        if let Some((uid, position)) = &head {
+                            let operator = vec![position.clone()];
+                            snaps.push((
+                                uid.clone(),
+                                OperatorSnapshot {
+                                    keyed: None,
+                                    operator,
+                                },
+                            ));
+                        }
                         out.barrier(&b, &mut snaps)?;
                         self.submit(&b, snaps, Vec::new(), Duration::ZERO);
                     }
@@ -258,7 +275,8 @@ impl<T: Data> TaskHead for SourceHead<T> {
                                 .store(emitted, Ordering::Relaxed);
                             out.end_of_input()?;
                             out.publish_metrics();
-                            return rt.linger(&mut **out, last_snapshot);
+                            let head = Some((uid.clone(), reader.position()));
+                            return rt.linger(&mut **out, last_snapshot, head);
                         }
                     }
                     Control::Abort(id) => {
@@ -735,7 +753,7 @@ impl<I: Data> TaskHead for InputHead<I> {
             }
         }
         let last = self.last_snapshot;
-        rt.linger(&mut *self.out, last)
+        rt.linger(&mut *self.out, last, None)
     }
 }
 

@@ -586,3 +586,108 @@ fn restoring_from_a_missing_or_incomplete_snapshot_fails_clearly() {
         "{err}"
     );
 }
+
+/// Subtask 0 has a few records and finishes early; subtask 1 trickles for a while.
+#[derive(Clone)]
+struct Uneven;
+
+struct UnevenReader {
+    next: u64,
+    end: u64,
+}
+
+impl Source<(u64, u64)> for Uneven {
+    fn create_reader(
+        &self,
+        ctx: &SourceContext,
+    ) -> Result<Box<dyn SourceReader<(u64, u64)>>, OperatorError> {
+        let (next, end) = if ctx.subtask == 0 {
+            (0, 50)
+        } else {
+            (1_000, 3_000)
+        };
+        Ok(Box::new(UnevenReader { next, end }))
+    }
+}
+
+impl SourceReader<(u64, u64)> for UnevenReader {
+    fn poll(&mut self, out: &mut Vec<Record<(u64, u64)>>) -> Result<SourcePoll, OperatorError> {
+        for _ in 0..4 {
+            if self.next >= self.end {
+                return Ok(SourcePoll::Finished);
+            }
+            out.push(Record::new(self.next as i64, (self.next % 7, self.next)));
+            self.next += 1;
+        }
+        Ok(SourcePoll::Idle)
+    }
+
+    fn position(&self) -> Vec<u8> {
+        self.next.to_le_bytes().to_vec()
+    }
+
+    fn restore(&mut self, p: &[u8]) -> Result<(), OperatorError> {
+        self.next = u64::from_le_bytes(
+            p.try_into()
+                .map_err(|_| OperatorError::Source("bad position".into()))?,
+        );
+        Ok(())
+    }
+}
+
+#[test]
+fn a_source_that_finished_early_is_not_replayed_after_a_later_failure() {
+    let dir = temp_dir("uneven");
+    let mut cfg =
+        CheckpointConfig::new(dir.display().to_string()).with_interval(Duration::from_millis(20));
+    cfg.num_retained = 2;
+    // Fail once, late: by checkpoint 20 subtask 0 of the source has long finished.
+    let fault = fail_once(
+        |p| matches!(p, FaultPoint::BeforeSnapshot { checkpoint, uid, .. } if *checkpoint >= 20 && uid == "count"),
+    );
+    let env = StreamEnv::new(EnvConfig {
+        parallelism: 2,
+        job: JobSettings {
+            checkpoint: Some(cfg),
+            restart: Some(RestartStrategy::FixedDelay {
+                attempts: 5,
+                delay: Duration::ZERO,
+            }),
+            fault: Some(fault),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let sink = TransactionalCollectSink::new();
+    env.source("uneven", Uneven, WatermarkStrategy::none())
+        .uid("uneven")
+        .key_by(|v: &(u64, u64)| v.0)
+        .process(Count {
+            n: ValueState::new("n"),
+        })
+        .uid("count")
+        .sink("txn-sink", sink.clone())
+        .uid("sink");
+    let job = env.start().unwrap();
+    job.wait_timeout(Duration::from_secs(60))
+        .expect("job did not finish")
+        .unwrap();
+    assert!(job.status().num_restarts >= 1, "the fault never fired");
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut want = Vec::new();
+    for i in (0..50).chain(1_000..3_000) {
+        let c = counts.entry(i % 7).or_default();
+        *c += 1;
+        want.push(Out::Count(i % 7, *c));
+    }
+    want.sort();
+    let mut got = sink.committed();
+    got.sort();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        got == want,
+        "{} results, expected {}",
+        got.len(),
+        want.len()
+    );
+}
