@@ -180,8 +180,12 @@ start() {
     # A random cluster id (a base64url UUID, as `kafka-storage random-uuid` prints).
     local cluster_id
     cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+    # transaction.version=1: the classic transaction protocol. With version 2 (Kafka 4's
+    # default) the broker bumps the producer epoch on every commit, and librdkafka's transactional
+    # producer then retries CONCURRENT_TRANSACTIONS on the next transaction for a long time.
     if ! "$JAVA" "${TOOL_JVM[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
-        --cluster-id "$cluster_id" --config "$DATA/server.properties" >"$DATA/format.log" 2>&1; then
+        --cluster-id "$cluster_id" --config "$DATA/server.properties" \
+        --feature transaction.version=1 >"$DATA/format.log" 2>&1; then
         cat "$DATA/format.log" >&2
         die "formatting the storage failed"
     fi
