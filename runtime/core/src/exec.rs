@@ -244,7 +244,8 @@ impl<T: Data> TaskHead for SourceHead<T> {
                 self.out.publish_metrics();
                 return Ok(());
             }
-            for c in rt.control.take() {
+            let mut controls = rt.control.take().into_iter();
+            while let Some(c) = controls.next() {
                 match c {
                     Control::Trigger(b) => {
                         last_snapshot = b.id;
@@ -275,6 +276,11 @@ impl<T: Data> TaskHead for SourceHead<T> {
                                 .store(emitted, Ordering::Relaxed);
                             out.end_of_input()?;
                             out.publish_metrics();
+                            // Messages taken together with this one (a trigger of the next
+                            // checkpoint often is) are the lingering loop's to handle.
+                            for rest in controls {
+                                rt.control.push(rest);
+                            }
                             let head = Some((uid.clone(), reader.position()));
                             return rt.linger(&mut **out, last_snapshot, head);
                         }

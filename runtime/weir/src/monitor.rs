@@ -536,6 +536,7 @@ mod tests {
             path: (status == EngineStatus::Completed).then(|| format!("/c/chk-{id}")),
             failure: (status == EngineStatus::Failed).then(|| "timeout".to_string()),
             alignment_ms: 3,
+            acknowledged: Vec::new(),
         }
     }
 

@@ -99,6 +99,8 @@ pub(crate) enum CoordMsg {
         id: u64,
         files: Vec<(String, FileMeta)>,
         alignment_ms: i64,
+        /// The acknowledging task, as `<head operator uid>#<subtask>`.
+        task: String,
     },
     /// A subtask could not snapshot.
     Decline {
@@ -157,6 +159,9 @@ pub struct CheckpointRecord {
     pub failure: Option<String>,
     /// Longest time a task spent aligning barriers, ms.
     pub alignment_ms: i64,
+    /// Tasks that have acknowledged (`<head uid>#<subtask>`): which ones a stuck checkpoint
+    /// still waits for.
+    pub acknowledged: Vec<String>,
 }
 
 /// Status of a checkpoint.
@@ -258,6 +263,7 @@ struct Pending {
     location: String,
     started: Instant,
     acks: usize,
+    acknowledged: Vec<String>,
     alignment_ms: i64,
     files: BTreeMap<String, Vec<FileMeta>>,
     reply: Option<(mpsc::Sender<Result<String, String>>, bool)>,
@@ -353,6 +359,7 @@ impl Coordinator {
                 id,
                 files,
                 alignment_ms,
+                task,
             } => {
                 if self.attempt.as_ref().map(|a| a.attempt) != Some(attempt) {
                     return;
@@ -361,6 +368,11 @@ impl Coordinator {
                     return;
                 };
                 p.acks += 1;
+                p.acknowledged.push(task);
+                let acknowledged = p.acknowledged.clone();
+                if let Some(r) = lock(&self.stats).history.iter_mut().find(|r| r.id == id) {
+                    r.acknowledged = acknowledged;
+                }
                 p.alignment_ms = p.alignment_ms.max(alignment_ms);
                 for (uid, f) in files {
                     p.files.entry(uid).or_default().push(f);
@@ -508,6 +520,7 @@ impl Coordinator {
             path: None,
             failure: None,
             alignment_ms: 0,
+            acknowledged: Vec::new(),
         });
         self.pending.insert(
             id,
@@ -516,6 +529,7 @@ impl Coordinator {
                 location,
                 started: Instant::now(),
                 acks: 0,
+                acknowledged: Vec::new(),
                 alignment_ms: 0,
                 files: BTreeMap::new(),
                 reply,
@@ -592,6 +606,7 @@ impl Coordinator {
                 path: Some(p.location.clone()),
                 failure: None,
                 alignment_ms: p.alignment_ms,
+                acknowledged: p.acknowledged.clone(),
             });
             st.last_alignment_ms = p.alignment_ms;
         }
@@ -650,6 +665,7 @@ impl Coordinator {
                 path: None,
                 failure: Some(reason.clone()),
                 alignment_ms: 0,
+                acknowledged: Vec::new(),
             });
         }
         if p.barrier.stop {
@@ -701,6 +717,11 @@ pub(crate) fn run_writer(
         }
         let attempt = req.attempt;
         let alignment_ms = req.alignment_ms;
+        let task = format!(
+            "{}#{}",
+            req.ops.first().map_or("?", |(uid, _)| uid.as_str()),
+            req.subtask
+        );
         match write_request(req, storage.as_ref()) {
             Ok(files) => {
                 let _ = coord.send(CoordMsg::Ack {
@@ -708,6 +729,7 @@ pub(crate) fn run_writer(
                     id,
                     files,
                     alignment_ms,
+                    task,
                 });
             }
             Err(reason) => {
