@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use test_support::{Topics, produce, read_committed};
 use weir_core::checkpoint::coordinator::{FaultInjector, FaultPoint};
-use weir_core::window::window_start;
 use weir_core::{CheckpointConfig, EnvConfig, JobSettings, RestartStrategy, StreamEnv};
 use weir_kafka::orders_kafka::{OrdersKafkaConfig, build_dataflow};
 use weir_kafka::{DeliveryGuarantee, KafkaSink};
-use weir_programs::orders::{OrdersConfig, UserSummary};
+use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
 
 const COUNT: u64 = 20_000;
 
@@ -53,32 +52,7 @@ fn orders_topic(topics: &mut Topics) -> String {
 }
 
 fn expected() -> Vec<UserSummary> {
-    let config = orders_config();
-    let size = config.window.as_millis() as i64;
-    let source = config.source();
-    let mut windows: BTreeMap<(u64, i64), (u64, u64)> = BTreeMap::new();
-    for seq in 0..COUNT {
-        let order = source.record(seq, 0).value;
-        let w = windows
-            .entry((order.user_id, window_start(order.ts, 0, size)))
-            .or_default();
-        w.0 += 1;
-        w.1 += order.amount_cents;
-    }
-    let mut v: Vec<UserSummary> = windows
-        .into_iter()
-        .map(
-            |((user_id, start), (order_count, total_amount_cents))| UserSummary {
-                user_id,
-                window_start: start,
-                window_end: start + size,
-                order_count,
-                total_amount_cents,
-            },
-        )
-        .collect();
-    v.sort();
-    v
+    expected_summaries(&orders_config())
 }
 
 struct Case {
