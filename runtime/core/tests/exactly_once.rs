@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use weir_core::checkpoint::coordinator::{FaultInjector, FaultPoint};
+use weir_core::checkpoint::coordinator::{FaultInjector, FaultPoint, fail_once};
 use weir_core::checkpoint::restore::RestoredJob;
 use weir_core::checkpoint::storage::{CheckpointStorage, LocalFsStorage};
 use weir_core::error::OperatorError;
@@ -296,12 +296,6 @@ fn setup(parallelism: u32, unaligned: bool, name: &str) -> Setup {
         stop_with_savepoint_at: None,
         source_parallelism: None,
     }
-}
-
-/// Fails once at the first point `pick` accepts.
-fn fail_once(pick: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> FaultInjector {
-    let fired = AtomicBool::new(false);
-    Arc::new(move |p: &FaultPoint| pick(p) && !fired.swap(true, Ordering::SeqCst))
 }
 
 fn check_exactly_once(s: Setup, what: &str) {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use weir_core::checkpoint::coordinator::{FaultInjector, FaultPoint};
+use weir_core::checkpoint::coordinator::{FaultInjector, FaultPoint, fail_once};
 use weir_core::{
     CheckpointConfig, EnvConfig, JobSettings, RestartStrategy, StreamEnv, TransactionalCollectSink,
 };
@@ -81,10 +81,7 @@ fn run(
 }
 
 fn once(pick: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> Option<FaultInjector> {
-    let fired = AtomicBool::new(false);
-    Some(Arc::new(move |p: &FaultPoint| {
-        pick(p) && !fired.swap(true, Ordering::SeqCst)
-    }))
+    Some(fail_once(pick))
 }
 
 fn matrix(parallelism: u32, unaligned: bool) {

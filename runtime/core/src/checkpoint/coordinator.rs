@@ -258,6 +258,12 @@ pub enum FaultPoint {
 /// Decides whether to fail at a point (tests inject failures with it).
 pub type FaultInjector = Arc<dyn Fn(&FaultPoint) -> bool + Send + Sync>;
 
+/// A fault injector that fails once, at the first point `pick` accepts.
+pub fn fail_once(pick: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> FaultInjector {
+    let fired = AtomicBool::new(false);
+    Arc::new(move |p: &FaultPoint| pick(p) && !fired.swap(true, Ordering::SeqCst))
+}
+
 struct Pending {
     barrier: Barrier,
     location: String,
@@ -283,14 +289,7 @@ pub(crate) struct CoordinatorSetup {
 
 /// The coordinator's state; runs on its own thread.
 pub(crate) struct Coordinator {
-    pub config: Option<CheckpointConfig>,
-    pub storage: Option<Arc<dyn CheckpointStorage>>,
-    pub job_name: String,
-    pub max_parallelism: u32,
-    pub stats: Arc<Mutex<CheckpointStats>>,
-    pub supervisor: mpsc::Sender<SupervisorNote>,
-    pub fault: Option<FaultInjector>,
-    pub next_id: Arc<std::sync::atomic::AtomicU64>,
+    setup: CoordinatorSetup,
     pending: BTreeMap<u64, Pending>,
     attempt: Option<AttemptInfo>,
     last_trigger: Option<Instant>,
@@ -302,16 +301,9 @@ pub(crate) struct Coordinator {
 }
 
 impl Coordinator {
-    pub(crate) fn new(c: CoordinatorSetup) -> Self {
+    pub(crate) fn new(setup: CoordinatorSetup) -> Self {
         Self {
-            config: c.config,
-            storage: c.storage,
-            job_name: c.job_name,
-            max_parallelism: c.max_parallelism,
-            stats: c.stats,
-            supervisor: c.supervisor,
-            fault: c.fault,
-            next_id: c.next_id,
+            setup,
             pending: BTreeMap::new(),
             attempt: None,
             last_trigger: None,
@@ -370,7 +362,11 @@ impl Coordinator {
                 p.acks += 1;
                 p.acknowledged.push(task);
                 let acknowledged = p.acknowledged.clone();
-                if let Some(r) = lock(&self.stats).history.iter_mut().find(|r| r.id == id) {
+                if let Some(r) = lock(&self.setup.stats)
+                    .history
+                    .iter_mut()
+                    .find(|r| r.id == id)
+                {
                     r.acknowledged = acknowledged;
                 }
                 p.alignment_ms = p.alignment_ms.max(alignment_ms);
@@ -422,11 +418,11 @@ impl Coordinator {
     }
 
     fn peek_id(&self) -> u64 {
-        self.next_id.load(Ordering::SeqCst)
+        self.setup.next_id.load(Ordering::SeqCst)
     }
 
     fn tick(&mut self) {
-        let Some(cfg) = self.config.clone() else {
+        let Some(cfg) = self.setup.config.clone() else {
             return;
         };
         let now = Instant::now();
@@ -470,16 +466,17 @@ impl Coordinator {
         kind: SnapshotKind,
         reply: Option<(mpsc::Sender<Result<String, String>>, bool)>,
     ) -> Result<(), String> {
-        let (Some(cfg_storage), Some(attempt)) = (self.storage.as_ref(), self.attempt.as_ref())
+        let (Some(cfg_storage), Some(attempt)) =
+            (self.setup.storage.as_ref(), self.attempt.as_ref())
         else {
-            return Err(if self.storage.is_none() {
+            return Err(if self.setup.storage.is_none() {
                 "checkpointing is not configured for this job (spec.checkpointing)".into()
             } else {
                 "the job is not running".into()
             });
         };
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let (unaligned, alignment_timeout) = match (&kind, &self.config) {
+        let id = self.setup.next_id.fetch_add(1, Ordering::SeqCst);
+        let (unaligned, alignment_timeout) = match (&kind, &self.setup.config) {
             (SnapshotKind::Checkpoint, Some(c)) if c.unaligned => {
                 if c.aligned_timeout.is_zero() {
                     (true, None)
@@ -510,7 +507,7 @@ impl Coordinator {
         for t in &attempt.all {
             t.push(Control::Trigger(barrier.clone()));
         }
-        lock(&self.stats).upsert(CheckpointRecord {
+        lock(&self.setup.stats).upsert(CheckpointRecord {
             id,
             is_savepoint: kind.is_savepoint(),
             status: CheckpointStatus::InProgress,
@@ -543,7 +540,8 @@ impl Coordinator {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
-        let (Some(storage), Some(attempt)) = (self.storage.clone(), self.attempt.as_ref()) else {
+        let (Some(storage), Some(attempt)) = (self.setup.storage.clone(), self.attempt.as_ref())
+        else {
             return;
         };
         let operators = attempt
@@ -564,10 +562,10 @@ impl Coordinator {
             version: METADATA_VERSION,
             id,
             kind: p.barrier.kind.clone(),
-            job_name: self.job_name.clone(),
+            job_name: self.setup.job_name.clone(),
             timestamp_ms: p.barrier.timestamp_ms,
             completed_ms: now_ms(),
-            max_parallelism: self.max_parallelism,
+            max_parallelism: self.setup.max_parallelism,
             operators,
         };
         let bytes = match serde_json::to_vec_pretty(&meta) {
@@ -578,11 +576,12 @@ impl Coordinator {
             return self.fail_pending(id, p, format!("writing metadata: {e}"));
         }
         if self
+            .setup
             .fault
             .as_ref()
             .is_some_and(|f| f(&FaultPoint::AfterMetadata { checkpoint: id }))
         {
-            let _ = self.supervisor.send(SupervisorNote::Fail {
+            let _ = self.setup.supervisor.send(SupervisorNote::Fail {
                 attempt: attempt.attempt,
                 reason: format!("injected fault after checkpoint {id} metadata was written"),
             });
@@ -594,7 +593,7 @@ impl Coordinator {
         self.consecutive_failures = 0;
         self.last_end = Some(Instant::now());
         {
-            let mut st = lock(&self.stats);
+            let mut st = lock(&self.setup.stats);
             st.completed += 1;
             st.upsert(CheckpointRecord {
                 id,
@@ -616,7 +615,7 @@ impl Coordinator {
         if let Some((reply, stop)) = p.reply {
             let _ = reply.send(Ok(p.location.clone()));
             if stop {
-                let _ = self.supervisor.send(SupervisorNote::Stopped {
+                let _ = self.setup.supervisor.send(SupervisorNote::Stopped {
                     attempt: attempt.attempt,
                     path: p.location,
                 });
@@ -625,7 +624,11 @@ impl Coordinator {
     }
 
     fn retain(&self, storage: &dyn CheckpointStorage) {
-        let keep = self.config.as_ref().map_or(1, |c| c.num_retained.max(1));
+        let keep = self
+            .setup
+            .config
+            .as_ref()
+            .map_or(1, |c| c.num_retained.max(1));
         if let Ok(list) = storage.list_checkpoints() {
             let n = list.len();
             for (_, loc) in list.into_iter().take(n.saturating_sub(keep)) {
@@ -648,12 +651,12 @@ impl Coordinator {
                 t.push(Control::Abort(id));
             }
         }
-        if let Some(s) = &self.storage {
+        if let Some(s) = &self.setup.storage {
             let _ = s.discard(&p.location);
         }
         self.last_end = Some(Instant::now());
         {
-            let mut st = lock(&self.stats);
+            let mut st = lock(&self.setup.stats);
             st.failed += 1;
             st.upsert(CheckpointRecord {
                 id,
@@ -678,11 +681,15 @@ impl Coordinator {
             return;
         }
         self.consecutive_failures += 1;
-        let tolerable = self.config.as_ref().map_or(0, |c| c.tolerable_failures);
+        let tolerable = self
+            .setup
+            .config
+            .as_ref()
+            .map_or(0, |c| c.tolerable_failures);
         if self.consecutive_failures > tolerable
             && let Some(a) = &self.attempt
         {
-            let _ = self.supervisor.send(SupervisorNote::Fail {
+            let _ = self.setup.supervisor.send(SupervisorNote::Fail {
                 attempt: a.attempt,
                 reason: format!(
                     "{} consecutive checkpoint failures exceed spec.checkpointing.tolerableFailures ({tolerable}); last: {reason}",
