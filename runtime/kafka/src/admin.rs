@@ -1,5 +1,5 @@
 //! Topic administration the connector needs (the sink's compacted marker topic) and that tests
-//! and tools use: create and delete topics, wait for them to be usable.
+//! and tools use: create, grow, describe and delete topics, wait for them to be usable.
 
 use crate::error::KafkaConnectorError;
 use rdkafka::ClientConfig;
@@ -51,6 +51,68 @@ pub fn ensure_topic(
         }
     }
     wait_for_partitions(bootstrap, topic, timeout).map(|_| ())
+}
+
+/// Raises `topic` to `partitions` partitions and waits until its metadata shows them.
+pub fn add_partitions(
+    bootstrap: &str,
+    topic: &str,
+    partitions: usize,
+    timeout: Duration,
+) -> Result<(), KafkaConnectorError> {
+    let admin = admin_client(bootstrap)?;
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let new = rdkafka::admin::NewPartitions::new(topic, partitions);
+    let results = futures_executor::block_on(admin.create_partitions([&new], &opts))
+        .map_err(|e| KafkaConnectorError::broker(format!("adding partitions to {topic}"), e))?;
+    for r in results {
+        if let Err((t, code)) = r {
+            return Err(KafkaConnectorError::broker(
+                format!("adding partitions to {t}"),
+                rdkafka::error::KafkaError::AdminOp(code),
+            ));
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if wait_for_partitions(bootstrap, topic, timeout)?.len() >= partitions {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(KafkaConnectorError::Config(format!(
+                "{topic} did not show {partitions} partitions within {} s",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of topic config `name` of `topic` (e.g. `cleanup.policy`); an unknown topic is
+/// [`KafkaConnectorError::TopicNotFound`].
+pub fn topic_config(
+    bootstrap: &str,
+    topic: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<String>, KafkaConnectorError> {
+    let admin = admin_client(bootstrap)?;
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let results = futures_executor::block_on(
+        admin.describe_configs([&rdkafka::admin::ResourceSpecifier::Topic(topic)], &opts),
+    )
+    .map_err(|e| KafkaConnectorError::broker(format!("describing topic {topic}"), e))?;
+    match results.into_iter().next() {
+        None => Ok(None),
+        Some(Ok(res)) => Ok(res.get(name).and_then(|e| e.value.clone())),
+        Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+            Err(KafkaConnectorError::TopicNotFound(topic.to_string()))
+        }
+        Some(Err(code)) => Err(KafkaConnectorError::broker(
+            format!("describing topic {topic}"),
+            rdkafka::error::KafkaError::AdminOp(code),
+        )),
+    }
 }
 
 /// Deletes topics, ignoring ones that do not exist.

@@ -52,7 +52,11 @@ const ARGS: &[(&str, &str)] = &[
         "exactly-once: prefix of transactional ids and of the marker topic, unique per job \
          (default weir-orders-kafka)",
     ),
-    ("guarantee", "exactly-once (default) or at-least-once"),
+    (
+        "guarantee",
+        "exactly-once (default), at-least-once, or upsert (idempotent writes keyed \
+         <user>@<window start> into a compacted topic)",
+    ),
 ];
 
 impl OrdersKafkaConfig {
@@ -70,11 +74,12 @@ impl OrdersKafkaConfig {
                 transactional_id_prefix: prefix,
             },
             "at-least-once" => DeliveryGuarantee::AtLeastOnce,
+            "upsert" => DeliveryGuarantee::Upsert,
             other => {
                 return Err(ProgramError::BadArgument {
                     name: "guarantee".into(),
                     message: format!(
-                        "unknown guarantee {other:?}: use exactly-once or at-least-once"
+                        "unknown guarantee {other:?}: use exactly-once, at-least-once or upsert"
                     ),
                 });
             }
@@ -102,12 +107,31 @@ impl OrdersKafkaConfig {
     /// The summary sink, its transaction timeout checked against `env`'s checkpointing.
     pub fn sink(&self, env: &StreamEnv) -> KafkaSink<UserSummary> {
         let sink = KafkaSink::json(self.bootstrap.clone(), self.output_topic.clone())
-            .key(|s: &UserSummary| Some(s.user_id.to_string().into_bytes()))
+            .key(summary_key(&self.guarantee))
             .guarantee(self.guarantee.clone());
         match env.config().job.checkpoint {
             Some(c) => sink.checkpoint_config(&c),
             None => sink,
         }
+    }
+}
+
+/// The record key of a summary: the user (so a user's summaries share a partition, in order),
+/// or in upsert mode `<user>@<window start>`, which identifies the result so that compaction
+/// keeps exactly one copy of each.
+pub fn summary_key(
+    guarantee: &DeliveryGuarantee,
+) -> impl Fn(&UserSummary) -> Option<Vec<u8>> + Send + Sync + 'static {
+    let upsert = *guarantee == DeliveryGuarantee::Upsert;
+    move |s: &UserSummary| {
+        Some(
+            if upsert {
+                format!("{}@{}", s.user_id, s.window_start)
+            } else {
+                s.user_id.to_string()
+            }
+            .into_bytes(),
+        )
     }
 }
 

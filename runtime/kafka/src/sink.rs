@@ -31,6 +31,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum DeliveryGuarantee {
     /// Every record at least once: duplicates after a restore, never losses.
     AtLeastOnce,
+    /// Idempotent writes: at-least-once delivery into a compacted topic with the result's key
+    /// as record key, so a record written again after a restore replaces its first copy and
+    /// the topic's latest value per key is exact. Needs [`KafkaSink::key`] and a topic with
+    /// `cleanup.policy` containing `compact`; no transactions, so readers need not use
+    /// `read_committed` and see results without waiting for a checkpoint.
+    Upsert,
     /// Every record exactly once for `read_committed` consumers.
     ExactlyOnce {
         /// Prefix of the transactional ids (`{prefix}-{subtask}`) and of the marker topic
@@ -53,6 +59,7 @@ pub struct KafkaSink<T> {
     properties: Vec<(String, String)>,
     serialize: Serializer<T>,
     key: Option<KeyExtractor<T>>,
+    event_time_timestamps: bool,
 }
 
 impl<T: Serialize> KafkaSink<T> {
@@ -94,6 +101,7 @@ impl<T> KafkaSink<T> {
             properties: Vec::new(),
             serialize: Arc::new(serialize),
             key: None,
+            event_time_timestamps: true,
         }
     }
 
@@ -103,7 +111,17 @@ impl<T> KafkaSink<T> {
         self
     }
 
-    /// At-least-once (default) or exactly-once.
+    /// Whether a record's Kafka timestamp is its event time (default) or left to the producer
+    /// (the time it is written). Mind the topic's `retention.ms`: the broker deletes segments
+    /// by their newest record timestamp, so results of a backfill over data older than the
+    /// retention period vanish at its next retention check unless retention is raised or
+    /// this is turned off.
+    pub fn event_time_timestamps(mut self, yes: bool) -> Self {
+        self.event_time_timestamps = yes;
+        self
+    }
+
+    /// At-least-once (default), upsert or exactly-once.
     pub fn guarantee(mut self, g: DeliveryGuarantee) -> Self {
         self.guarantee = g;
         self
@@ -133,6 +151,13 @@ impl<T> KafkaSink<T> {
     pub fn validate(&self) -> Result<(), KafkaConnectorError> {
         if self.topic.trim().is_empty() {
             return Err(KafkaConnectorError::Config("the sink needs a topic".into()));
+        }
+        if self.guarantee == DeliveryGuarantee::Upsert && self.key.is_none() {
+            return Err(KafkaConnectorError::Config(format!(
+                "upsert mode needs a record key identifying each result (KafkaSink::key) for \
+                 topic {}: without one, compaction cannot replace duplicates",
+                self.topic
+            )));
         }
         let DeliveryGuarantee::ExactlyOnce {
             transactional_id_prefix,
@@ -179,8 +204,32 @@ impl<T> KafkaSink<T> {
         c
     }
 
+    /// Upsert mode writes into a compacted topic only: on a `delete` topic the duplicates of
+    /// a restore would stay forever.
+    fn check_compacted(&self) -> Result<(), KafkaConnectorError> {
+        let policy = crate::admin::topic_config(
+            &self.bootstrap,
+            &self.topic,
+            "cleanup.policy",
+            CALL_TIMEOUT,
+        )?
+        .unwrap_or_else(|| "delete".into());
+        if policy.split(',').any(|p| p.trim() == "compact") {
+            return Ok(());
+        }
+        Err(KafkaConnectorError::Config(format!(
+            "upsert mode needs a compacted topic, but {} has cleanup.policy={policy}: set \
+             cleanup.policy=compact on it (kafka-configs.sh --alter --entity-type topics \
+             --entity-name {} --add-config cleanup.policy=compact) or use exactly-once",
+            self.topic, self.topic
+        )))
+    }
+
     fn open(&self, ctx: &SinkContext) -> Result<KafkaWriter<T>, KafkaConnectorError> {
         self.validate()?;
+        if self.guarantee == DeliveryGuarantee::Upsert {
+            self.check_compacted()?;
+        }
         let mut config = self.producer_config();
         let mut transactional = None;
         if let DeliveryGuarantee::ExactlyOnce {
@@ -237,6 +286,7 @@ impl<T> KafkaSink<T> {
             producer: Some(producer),
             serialize: self.serialize.clone(),
             key: self.key.clone(),
+            event_time_timestamps: self.event_time_timestamps,
             exactly_once,
         })
     }
@@ -328,6 +378,7 @@ struct KafkaWriter<T> {
     producer: Option<ThreadedProducer<DeliveryErrors>>,
     serialize: Serializer<T>,
     key: Option<KeyExtractor<T>>,
+    event_time_timestamps: bool,
     exactly_once: Option<ExactlyOnce>,
 }
 
@@ -388,9 +439,22 @@ impl<T> KafkaWriter<T> {
     /// Waits for every delivery and reports the first failure.
     fn flush_all(&self) -> Result<(), KafkaConnectorError> {
         let producer = self.producer()?;
-        producer
-            .flush(CALL_TIMEOUT)
-            .map_err(|e| KafkaConnectorError::broker(format!("flushing to {}", self.topic), e))?;
+        // Not `Producer::flush`: on a threaded producer its poll waits 100 ms for events
+        // that the producer's own thread consumes, which held every barrier for 100 ms. The
+        // queue length counts unsent messages and unserved delivery reports alike, so zero
+        // means every delivery has been reported.
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(KafkaConnectorError::Config(format!(
+                    "flushing to {}: {} records not delivered within {} s",
+                    self.topic,
+                    producer.in_flight_count(),
+                    CALL_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let failed = producer
             .context()
             .first
@@ -551,17 +615,18 @@ impl<T: Send> SinkWriter<T> for KafkaWriter<T> {
             .into_sink_error()
         })?;
         let key = self.key.as_ref().and_then(|f| f(&rec.value));
+        let ts = if self.event_time_timestamps {
+            rec.ts
+        } else {
+            NO_TIMESTAMP
+        };
         match self.exactly_once.as_mut() {
             Some(eo) => {
-                eo.current.push(Encoded {
-                    key,
-                    value,
-                    ts: rec.ts,
-                });
+                eo.current.push(Encoded { key, value, ts });
                 Ok(())
             }
             None => self
-                .send(&self.topic, key.as_deref(), &value, rec.ts)
+                .send(&self.topic, key.as_deref(), &value, ts)
                 .map_err(KafkaConnectorError::into_sink_error),
         }
     }

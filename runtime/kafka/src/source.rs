@@ -67,9 +67,28 @@ pub struct KafkaSource<T> {
     properties: Vec<(String, String)>,
     max_batch: usize,
     metadata_timeout: Duration,
+    discovery: Option<Duration>,
     deserialize: Deserializer<T>,
     skipped: Arc<AtomicU64>,
     dead_lettered: Arc<AtomicU64>,
+    discovered: Arc<AtomicU64>,
+}
+
+/// The default interval of partition discovery in unbounded mode.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The subtask that reads partition `partition` of `topic`: the topic's partitions are dealt
+/// round-robin starting at a subtask derived from the topic name (Flink's rule), so several
+/// small topics do not all land on subtask 0. A pure function of its inputs, so a partition
+/// found later lands where a restart would put it.
+pub fn owner_of(topic: &str, partition: i32, parallelism: u32) -> u32 {
+    // Java's String.hashCode, as Flink uses it; stable across runs and builds.
+    let hash = topic
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+    let parallelism = parallelism.max(1) as i64;
+    let start = (hash.wrapping_mul(31) & 0x7FFF_FFFF) as i64 % parallelism;
+    ((start + partition as i64) % parallelism) as u32
 }
 
 impl<T: DeserializeOwned> KafkaSource<T> {
@@ -118,9 +137,11 @@ impl<T> KafkaSource<T> {
             properties: Vec::new(),
             max_batch: 1_024,
             metadata_timeout: Duration::from_secs(10),
+            discovery: Some(DEFAULT_DISCOVERY_INTERVAL),
             deserialize: Arc::new(deserialize),
             skipped: Arc::default(),
             dead_lettered: Arc::default(),
+            discovered: Arc::default(),
         }
     }
 
@@ -184,6 +205,19 @@ impl<T> KafkaSource<T> {
         self
     }
 
+    /// How often an unbounded reader looks for partitions added to its topics (default 30 s;
+    /// `None` turns discovery off). A partition found later is read from its earliest offset,
+    /// so nothing written to it before it was noticed is missed.
+    pub fn partition_discovery(mut self, interval: Option<Duration>) -> Self {
+        self.discovery = interval;
+        self
+    }
+
+    /// Partitions found by discovery after the readers started, over all readers.
+    pub fn discovered_partitions(&self) -> Arc<AtomicU64> {
+        self.discovered.clone()
+    }
+
     /// Records dropped under [`BadRecordPolicy::Skip`], over all readers of this source.
     pub fn skipped_records(&self) -> Arc<AtomicU64> {
         self.skipped.clone()
@@ -244,7 +278,7 @@ impl<T> KafkaSource<T> {
             keys.extend(
                 parts
                     .into_iter()
-                    .filter(|p| (*p as u32) % parallelism == ctx.subtask)
+                    .filter(|p| owner_of(topic, *p, parallelism) == ctx.subtask)
                     .map(|p| (topic.clone(), p)),
             );
         }
@@ -337,6 +371,19 @@ impl<T> KafkaSource<T> {
             max_batch: self.max_batch,
             last_position: Mutex::new(None),
             deferred_error: Mutex::new(None),
+            discovery: match (self.bounded, self.discovery) {
+                // A bounded reader stops at offsets fixed when it started.
+                (true, _) | (_, None) => None,
+                (false, Some(every)) => Some(Discovery {
+                    topics: self.topics.clone(),
+                    subtask: ctx.subtask,
+                    parallelism,
+                    every,
+                    next: now + every,
+                    timeout: self.metadata_timeout,
+                    found: self.discovered.clone(),
+                }),
+            },
         };
         reader.assign()?;
         Ok(reader)
@@ -353,6 +400,17 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
                 .map_err(KafkaConnectorError::into_source_error)?,
         ))
     }
+}
+
+/// Partition discovery of an unbounded reader.
+struct Discovery {
+    topics: Vec<String>,
+    subtask: u32,
+    parallelism: u32,
+    every: Duration,
+    next: Instant,
+    timeout: Duration,
+    found: Arc<AtomicU64>,
 }
 
 struct PartitionState {
@@ -400,6 +458,7 @@ struct KafkaReader<T> {
     last_position: Mutex<Option<Position>>,
     /// An error found where none can be returned (flushing dead letters at a barrier).
     deferred_error: Mutex<Option<String>>,
+    discovery: Option<Discovery>,
 }
 
 impl<T> KafkaReader<T> {
@@ -428,6 +487,60 @@ impl<T> KafkaReader<T> {
         self.consumer()?
             .assign(&tpl)
             .map_err(|e| KafkaConnectorError::broker("assigning partitions", e))
+    }
+
+    /// Adds partitions of this subtask's topics that appeared since the last look, reading
+    /// them from their earliest offset.
+    fn discover(&mut self) -> Result<(), KafkaConnectorError> {
+        let Some(d) = self.discovery.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < d.next {
+            return Ok(());
+        }
+        d.next = now + d.every;
+        let consumer = self
+            .consumer
+            .as_ref()
+            .ok_or_else(|| KafkaConnectorError::Config("consumer already closed".into()))?;
+        let mut added = TopicPartitionList::new();
+        for topic in &d.topics {
+            // A failed lookup is retried at the next interval: the partitions being read are
+            // unaffected.
+            let Ok(parts) = partitions_of(consumer, topic, d.timeout) else {
+                continue;
+            };
+            for p in parts {
+                let key = (topic.clone(), p);
+                if owner_of(topic, p, d.parallelism) != d.subtask || self.parts.contains_key(&key) {
+                    continue;
+                }
+                let low = consumer
+                    .fetch_watermarks(topic, p, d.timeout)
+                    .map(|(low, _)| low)
+                    .unwrap_or(0);
+                let _ = added.add_partition_offset(topic, p, Offset::Offset(low));
+                self.parts.insert(
+                    key,
+                    PartitionState {
+                        next: low,
+                        low,
+                        stop: None,
+                        max_ts: None,
+                        last_active: now,
+                        done: false,
+                    },
+                );
+                d.found.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if added.count() > 0 {
+            consumer
+                .incremental_assign(&added)
+                .map_err(|e| KafkaConnectorError::broker("assigning new partitions", e))?;
+        }
+        Ok(())
     }
 
     fn position_map(&self) -> Position {
@@ -526,6 +639,7 @@ impl<T> KafkaReader<T> {
         {
             return Err(KafkaConnectorError::Config(e));
         }
+        self.discover()?;
         if self.parts.values().all(|p| p.done) {
             return Ok(if self.parts.values().all(|p| p.stop.is_some()) {
                 SourcePoll::Finished
@@ -674,13 +788,16 @@ impl<T: Send> SourceReader<T> for KafkaReader<T> {
         let pos: Position = bincode::deserialize(position).map_err(|e| {
             KafkaConnectorError::CorruptState(format!("source position: {e}")).into_source_error()
         })?;
-        for (key, next) in pos {
-            // Partitions of another subtask cannot appear: sources restore at the parallelism
-            // they had, and assignment is a pure function of it.
-            if let Some(st) = self.parts.get_mut(&key) {
-                st.next = next;
+        for (key, st) in &mut self.parts {
+            match pos.get(key) {
+                Some(next) => st.next = *next,
+                // Created after the checkpoint was taken (found by discovery or present only
+                // now): everything in it is newer than the checkpoint, so read it all.
+                None => st.next = st.low,
             }
         }
+        // Partitions of another subtask cannot appear in `pos`: sources restore at the
+        // parallelism they had, and assignment is a pure function of it.
         self.assign()
             .map_err(KafkaConnectorError::into_source_error)
     }

@@ -1,5 +1,6 @@
 //! The Kafka source against a real broker: a 4-partition topic read at parallelism 1 and 2,
-//! a reader restored from its position, and each bad-record policy.
+//! a reader restored from its position, partitions added while running (and while stopped),
+//! and each bad-record policy.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -14,7 +15,8 @@ use weir_core::{
     CollectSink, EnvConfig, Record, Source, SourceContext, SourcePoll, SourceReader, StreamEnv,
     SystemClock, WatermarkStrategy,
 };
-use weir_kafka::{BadRecordPolicy, KafkaSource};
+use weir_kafka::source::owner_of;
+use weir_kafka::{BadRecordPolicy, KafkaSource, admin};
 
 const N: usize = 400;
 
@@ -112,10 +114,10 @@ fn restores_from_positions_without_loss_or_duplicates() {
         second.restore(&position).unwrap();
         let (part2, done) = drain(second.as_mut(), usize::MAX);
         assert!(done);
-        // Partitions p with p % 2 == subtask only.
+        // Only this subtask's partitions.
         for r in part1.iter().chain(&part2) {
             let i: usize = r.value[1..].parse().unwrap();
-            assert_eq!((i % 4) % 2, subtask as usize, "{}", r.value);
+            assert_eq!(owner_of(&topic, (i % 4) as i32, 2), subtask, "{}", r.value);
         }
         all.extend(part1.into_iter().chain(part2).map(|r| r.value));
     }
@@ -240,4 +242,102 @@ fn bad_record_policy_dead_letter_topic_receives_them() {
         .map(|(_, _, v)| v)
         .collect();
     assert_eq!(dead, vec![b"not json".to_vec()]);
+}
+
+/// Polls `readers` round-robin until `want` records arrived or 30 s passed.
+fn poll_until(readers: &mut [Box<dyn SourceReader<String>>], want: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.len() < want && std::time::Instant::now() < deadline {
+        for r in readers.iter_mut() {
+            let mut buf = Vec::new();
+            r.poll(&mut buf).unwrap();
+            got.extend(buf.into_iter().map(|r| r.value));
+        }
+    }
+    got.sort();
+    got
+}
+
+fn to_partition(from: usize, to: usize, partition: i32) -> Vec<test_support::ProducedRecord> {
+    (from..to)
+        .map(|i| {
+            (
+                Some(partition),
+                None,
+                1_000 + i as i64,
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn partitions_added_while_running_are_discovered_and_read_from_the_start() {
+    let mut topics = Topics::new();
+    let topic = topics.create("grow", 2);
+    let source = KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()])
+        .partition_discovery(Some(Duration::from_millis(200)));
+    let found = source.discovered_partitions();
+    let mut readers: Vec<_> = (0..2)
+        .map(|s| source.create_reader(&ctx(s, 2)).unwrap())
+        .collect();
+    let mut records = to_partition(0, 10, 0);
+    records.extend(to_partition(10, 20, 1));
+    produce(&topics.bootstrap, &topic, &records);
+    assert_eq!(poll_until(&mut readers, 20).len(), 20);
+    // Records go to the new partitions before any reader can have noticed them.
+    admin::add_partitions(&topics.bootstrap, &topic, 4, Duration::from_secs(30)).unwrap();
+    let mut records = to_partition(20, 30, 2);
+    records.extend(to_partition(30, 40, 3));
+    produce(&topics.bootstrap, &topic, &records);
+    let got = poll_until(&mut readers, 20);
+    let mut want: Vec<String> = (20..40).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(found.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_partition_missing_from_the_restored_position_is_read_from_the_start() {
+    let mut topics = Topics::new();
+    let topic = topics.create("grow-restore", 1);
+    let source = KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()])
+        .starting_offsets(weir_kafka::StartingOffsets::Latest)
+        .partition_discovery(None);
+    let mut reader = source.create_reader(&ctx(0, 1)).unwrap();
+    produce(&topics.bootstrap, &topic, &to_partition(0, 5, 0));
+    let got = poll_until(std::slice::from_mut(&mut reader), 5);
+    assert_eq!(got.len(), 5);
+    let position = reader.position();
+    drop(reader);
+    // While the job is down the topic grows and the new partition gets records.
+    admin::add_partitions(&topics.bootstrap, &topic, 2, Duration::from_secs(30)).unwrap();
+    produce(&topics.bootstrap, &topic, &to_partition(5, 10, 1));
+    let mut reader = source.create_reader(&ctx(0, 1)).unwrap();
+    reader.restore(&position).unwrap();
+    let got = poll_until(std::slice::from_mut(&mut reader), 5);
+    let mut want: Vec<String> = (5..10).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the starting offset (latest) must not apply to a partition new since the checkpoint"
+    );
+}
+
+#[test]
+fn partitions_of_several_topics_spread_over_subtasks() {
+    // Flink's rule: each topic starts at its own subtask, then round-robin.
+    for topic in ["orders", "payments", "a", "b", "c"] {
+        let owners: Vec<u32> = (0..4).map(|p| owner_of(topic, p, 4)).collect();
+        let mut sorted = owners.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2, 3], "{topic}: {owners:?}");
+        assert_eq!(owners[1], (owners[0] + 1) % 4);
+    }
+    let starts: std::collections::BTreeSet<u32> = ["orders", "payments", "a", "b", "c", "d"]
+        .iter()
+        .map(|t| owner_of(t, 0, 4))
+        .collect();
+    assert!(starts.len() > 1, "every topic starts at the same subtask");
 }

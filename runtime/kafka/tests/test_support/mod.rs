@@ -56,12 +56,22 @@ impl Topics {
 
     /// Creates a uniquely named topic.
     pub fn create(&mut self, base: &str, partitions: i32) -> String {
+        self.create_with(base, partitions, &[])
+    }
+
+    /// Creates a uniquely named topic with topic configs. Time-based retention is off: the
+    /// tests' records carry event times from the past (2024), and the broker's default
+    /// retention (7 days, by record timestamp) would delete them at its next check — which
+    /// made results vanish in about one run in eight before this.
+    pub fn create_with(&mut self, base: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
         let name = self.unique(base);
+        let mut configs = configs.to_vec();
+        configs.push(("retention.ms", "-1"));
         admin::ensure_topic(
             &self.bootstrap,
             &name,
             partitions,
-            &[],
+            &configs,
             Duration::from_secs(30),
         )
         .unwrap();
@@ -118,12 +128,21 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[ProducedRecord]) {
 
 /// Every record of `topic` visible to a `read_committed` consumer: (partition, key, value).
 pub fn read_committed(bootstrap: &str, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {
+    read_all(bootstrap, topic, "read_committed")
+}
+
+/// Every record of `topic` up to its end, committed or not (for diagnostics).
+pub fn read_uncommitted(bootstrap: &str, topic: &str) -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {
+    read_all(bootstrap, topic, "read_uncommitted")
+}
+
+fn read_all(bootstrap: &str, topic: &str, isolation: &str) -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "weir-test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .create()
         .unwrap();
     let parts = admin::wait_for_partitions(bootstrap, topic, Duration::from_secs(30)).unwrap();
