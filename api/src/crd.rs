@@ -309,6 +309,75 @@ pub struct CheckpointingSpec {
     /// when the job is cancelled.
     #[serde(default)]
     pub retention_on_cancel: RetentionOnCancel,
+
+    /// How to reach S3 for `s3://` storage and savepoint targets. Anything
+    /// left out comes from the standard AWS chain (environment variables such
+    /// as `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_ACCESS_KEY_ID`, the shared
+    /// profile, web identity, instance metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3StorageSpec>,
+}
+
+/// S3 connection settings; each field overrides the AWS chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3StorageSpec {
+    /// Endpoint URL of an S3-compatible store, e.g.
+    /// `http://minio.storage:9000`; absent for AWS S3 itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Region, e.g. `eu-west-1`; absent: the AWS chain's, else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+
+    /// Path-style addressing (`endpoint/bucket/key`), which most
+    /// S3-compatible stores need; absent: on with a custom `endpoint`, off
+    /// for AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+
+    /// A Kubernetes Secret in the job's namespace holding the access key
+    /// pair; absent: the AWS chain's credentials (e.g. web identity from the
+    /// service account). Credentials are never written into the spec or the
+    /// status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<S3CredentialsSecret>,
+}
+
+/// Where the S3 access key pair is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3CredentialsSecret {
+    /// Name of the Secret.
+    pub name: String,
+
+    /// Key of the access key id in the Secret.
+    #[serde(default = "default_access_key_id_key")]
+    pub access_key_id_key: String,
+
+    /// Key of the secret access key in the Secret.
+    #[serde(default = "default_secret_access_key_key")]
+    pub secret_access_key_key: String,
+}
+
+impl S3CredentialsSecret {
+    /// A reference to Secret `name` with the default keys.
+    pub fn new(name: impl Into<String>) -> Self {
+        S3CredentialsSecret {
+            name: name.into(),
+            access_key_id_key: default_access_key_id_key(),
+            secret_access_key_key: default_secret_access_key_key(),
+        }
+    }
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".to_owned()
+}
+
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".to_owned()
 }
 
 impl CheckpointingSpec {
@@ -344,6 +413,7 @@ impl Default for CheckpointingSpec {
             num_retained: 1,
             storage: String::new(),
             retention_on_cancel: RetentionOnCancel::default(),
+            s3: None,
         }
     }
 }

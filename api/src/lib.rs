@@ -16,9 +16,9 @@ pub mod validation;
 pub use crd::{
     CheckpointInfo, CheckpointingMode, CheckpointingSpec, DeletionPolicy, ExponentialDelayRestart,
     FailureRateRestart, FixedDelayRestart, JobManagerSpec, JobSpec, JobStatus, JobTargetState,
-    LifecycleState, ResourceSpec, RestartStrategy, RetentionOnCancel, SavepointRecord,
-    SavepointTriggerType, StateBackend, StateSpec, StreamJob, StreamJobSpec, StreamJobStatus,
-    TaskManagerSpec, UnalignedCheckpointSpec, UpgradeMode,
+    LifecycleState, ResourceSpec, RestartStrategy, RetentionOnCancel, S3CredentialsSecret,
+    S3StorageSpec, SavepointRecord, SavepointTriggerType, StateBackend, StateSpec, StreamJob,
+    StreamJobSpec, StreamJobStatus, TaskManagerSpec, UnalignedCheckpointSpec, UpgradeMode,
 };
 pub use duration::{Duration, DurationParseError};
 pub use manifest::{ManifestError, parse_manifest};

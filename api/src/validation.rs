@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::crd::{
     CheckpointingMode, CheckpointingSpec, JobManagerSpec, MAX_PARALLELISM_LIMIT, ResourceSpec,
-    RestartStrategy, StreamJob, StreamJobSpec, TaskManagerSpec, UpgradeMode,
+    RestartStrategy, S3StorageSpec, StreamJob, StreamJobSpec, TaskManagerSpec, UpgradeMode,
 };
 use crate::duration::Duration;
 use crate::schema::is_valid_quantity;
@@ -349,6 +349,9 @@ fn validate_checkpointing(errs: &mut ValidationErrors, ckpt: &CheckpointingSpec)
             STORAGE_FIX,
         );
     }
+    if let Some(s3) = &ckpt.s3 {
+        validate_s3(errs, s3);
+    }
     if ckpt.unaligned.enabled && ckpt.mode != CheckpointingMode::ExactlyOnce {
         errs.push(
             "spec.checkpointing.unaligned.enabled",
@@ -358,6 +361,86 @@ fn validate_checkpointing(errs: &mut ValidationErrors, ckpt: &CheckpointingSpec)
              spec.checkpointing.unaligned.enabled to false",
         );
     }
+}
+
+fn validate_s3(errs: &mut ValidationErrors, s3: &S3StorageSpec) {
+    if let Some(endpoint) = &s3.endpoint {
+        let rest = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"));
+        let host = rest.map(|r| r.trim_end_matches('/'));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(['/', ' ', '?', '#'])) {
+            errs.push(
+                "spec.checkpointing.s3.endpoint",
+                format!("must be an http:// or https:// URL without a path (found \"{endpoint}\")"),
+                "set spec.checkpointing.s3.endpoint to the store's URL, e.g. \
+                 http://minio.storage:9000, or remove it for AWS S3",
+            );
+        }
+    }
+    if let Some(region) = &s3.region
+        && (region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    {
+        errs.push(
+            "spec.checkpointing.s3.region",
+            format!(
+                "must be a region name of lowercase letters, digits and '-' (found \"{region}\")"
+            ),
+            "set spec.checkpointing.s3.region to a region such as eu-west-1, or remove it to \
+             take the region from the AWS chain",
+        );
+    }
+    let Some(secret) = &s3.credentials_secret else {
+        return;
+    };
+    if !is_dns1123_subdomain(&secret.name) {
+        errs.push(
+            "spec.checkpointing.s3.credentialsSecret.name",
+            format!(
+                "must be the name of a Secret: at most 253 lowercase letters, digits, '-' and \
+                 '.', starting and ending with a letter or digit (found \"{}\")",
+                secret.name
+            ),
+            "set spec.checkpointing.s3.credentialsSecret.name to the name of the Secret that \
+             holds the access key pair, e.g. s3-credentials",
+        );
+    }
+    for (field, key, default) in [
+        (
+            "accessKeyIdKey",
+            &secret.access_key_id_key,
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            "secretAccessKeyKey",
+            &secret.secret_access_key_key,
+            "AWS_SECRET_ACCESS_KEY",
+        ),
+    ] {
+        let valid = !key.is_empty()
+            && key.len() <= 253
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            let field = format!("spec.checkpointing.s3.credentialsSecret.{field}");
+            errs.push(
+                &field,
+                format!(
+                    "must be a Secret key of letters, digits, '-', '_' and '.' (found \"{key}\")"
+                ),
+                format!("set {field} to the key in the Secret, or remove it for {default}"),
+            );
+        }
+    }
+}
+
+/// Whether `name` is a DNS-1123 subdomain, as Kubernetes requires of Secret names.
+fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns1123_label)
 }
 
 fn validate_restart_strategy(errs: &mut ValidationErrors, strategy: &RestartStrategy) {
@@ -558,6 +641,48 @@ mod tests {
                 "spec.checkpointing.storage",
             ]
         );
+    }
+
+    #[test]
+    fn s3_settings_rules() {
+        use crate::crd::{S3CredentialsSecret, S3StorageSpec};
+        let mut spec = StreamJobSpec::for_program("orders");
+        let mut secret = S3CredentialsSecret::new("S3 creds");
+        secret.secret_access_key_key = "a/b".into();
+        spec.checkpointing = Some(CheckpointingSpec {
+            s3: Some(S3StorageSpec {
+                endpoint: Some("minio:9000".into()),
+                region: Some("EU West".into()),
+                path_style: Some(true),
+                credentials_secret: Some(secret),
+            }),
+            ..CheckpointingSpec::new("s3://bucket/ckpt")
+        });
+        let errs = spec.validate().unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.checkpointing.s3.endpoint",
+                "spec.checkpointing.s3.region",
+                "spec.checkpointing.s3.credentialsSecret.name",
+                "spec.checkpointing.s3.credentialsSecret.secretAccessKeyKey",
+            ]
+        );
+        for e in &errs {
+            assert!(e.fix.starts_with("set spec.checkpointing.s3."), "{e}");
+        }
+
+        spec.checkpointing = Some(CheckpointingSpec {
+            s3: Some(S3StorageSpec {
+                endpoint: Some("https://s3.example.com:9000/".into()),
+                region: Some("eu-west-1".into()),
+                path_style: None,
+                credentials_secret: Some(S3CredentialsSecret::new("s3-credentials")),
+            }),
+            ..CheckpointingSpec::new("s3://bucket/ckpt")
+        });
+        spec.validate().unwrap();
     }
 
     #[test]

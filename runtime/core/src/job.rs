@@ -331,11 +331,20 @@ pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, J
         })?;
     }
     // Checkpoint ids keep increasing across restores of the same checkpoint directory.
+    // The latest pointer counts too: it outlives checkpoints deleted on cancel.
     let first_id = storage
         .as_ref()
         .and_then(|st| st.list_checkpoints().ok())
         .and_then(|l| l.last().map(|(id, _)| id + 1))
         .unwrap_or(1)
+        .max(
+            storage
+                .as_ref()
+                .filter(|st| st.supports_latest_pointer())
+                .and_then(|st| st.read_latest().ok().flatten())
+                .and_then(|v| v.pointer.checkpoint_id())
+                .map_or(1, |id| id + 1),
+        )
         .max(initial.as_ref().map_or(1, |r| r.metadata.id + 1));
     let next_id = Arc::new(AtomicU64::new(first_id));
     let (coord_tx, coord_rx) = mpsc::channel::<CoordMsg>();
@@ -580,44 +589,45 @@ impl Supervisor {
                     }
                     return self.finish(RunState::Canceled, None);
                 }
-                AttemptEnd::Failed(e) => {
+                AttemptEnd::Failed(mut e) => {
                     let strategy = self
                         .settings
                         .restart
                         .clone()
                         .unwrap_or(RestartStrategy::None);
-                    let random = (now_ms() as u64 % 1000) as f64 / 1000.0;
-                    match tracker.on_failure(&strategy, now_ms(), random) {
-                        RestartDecision::Fail(why) => {
-                            let msg = format!("{e} (not restarted: {why})");
-                            return self.finish(RunState::Failed(msg), Some(e));
+                    // A restore that cannot read the storage (unreachable, say) is one more
+                    // failure for the restart strategy, as a task failure is.
+                    let restore = loop {
+                        let random = (now_ms() as u64 % 1000) as f64 / 1000.0;
+                        let delay = match tracker.on_failure(&strategy, now_ms(), random) {
+                            RestartDecision::Fail(why) => {
+                                let msg = format!("{e} (not restarted: {why})");
+                                return self.finish(RunState::Failed(msg), Some(e));
+                            }
+                            RestartDecision::Restart(delay) => delay,
+                        };
+                        {
+                            let mut g = lock(&self.shared.status);
+                            g.0.state = RunState::Restarting;
+                            g.0.num_restarts += 1;
+                            g.0.last_failure = Some(e.to_string());
                         }
-                        RestartDecision::Restart(delay) => {
-                            {
-                                let mut g = lock(&self.shared.status);
-                                g.0.state = RunState::Restarting;
-                                g.0.num_restarts += 1;
-                                g.0.last_failure = Some(e.to_string());
-                            }
-                            if self.wait_delay(&rx, delay) {
-                                return self.finish(RunState::Canceled, None);
-                            }
-                            let restore = match self.restart_point(&initial) {
-                                Ok(r) => r,
-                                Err(e) => {
-                                    return self.finish(RunState::Failed(e.to_string()), Some(e));
-                                }
-                            };
-                            attempt += 1;
-                            match self.deploy_attempt(attempt, restore) {
-                                Ok(a) => {
-                                    current = a;
-                                    lock(&self.shared.status).0.state = RunState::Running;
-                                }
-                                Err(e) => {
-                                    return self.finish(RunState::Failed(e.to_string()), Some(e));
-                                }
-                            }
+                        if self.wait_delay(&rx, delay) {
+                            return self.finish(RunState::Canceled, None);
+                        }
+                        match self.restart_point(&initial) {
+                            Ok(r) => break r,
+                            Err(restore_error) => e = restore_error,
+                        }
+                    };
+                    attempt += 1;
+                    match self.deploy_attempt(attempt, restore) {
+                        Ok(a) => {
+                            current = a;
+                            lock(&self.shared.status).0.state = RunState::Running;
+                        }
+                        Err(e) => {
+                            return self.finish(RunState::Failed(e.to_string()), Some(e));
                         }
                     }
                 }

@@ -487,6 +487,86 @@ fn checkpoints_are_retained_and_a_corrupt_one_is_skipped() {
         warnings[0].contains("checksum mismatch") && warnings[0].contains("falling back"),
         "{warnings:?}"
     );
+    assert!(
+        warnings[0].contains(&format!("checkpoint {newest_id} ")),
+        "{warnings:?}"
+    );
+
+    // A missing file in the previous one too: nothing is left to restore, and both are named.
+    let (older_id, older) = list[0].clone();
+    let file = std::fs::read_dir(&older)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("trickle-"))
+        .unwrap()
+        .path();
+    std::fs::remove_file(&file).unwrap();
+    let (restored, warnings) = RestoredJob::latest(&storage).unwrap();
+    assert!(restored.is_none());
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[1].contains(&format!("checkpoint {older_id} is not restorable"))
+            && warnings[1].contains("is missing"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn checkpoints_newer_than_the_latest_pointer_are_not_restored() {
+    let s = setup(1, false, "pointer");
+    let dir = s.dir.clone();
+    let (_, job) = run(s);
+    let newest = job.checkpoint_stats().latest_completed().unwrap().id;
+    let storage = LocalFsStorage::new(&dir.display().to_string()).unwrap();
+    let pointer = storage.read_latest().unwrap().unwrap().pointer;
+    assert_eq!(pointer.checkpoint_id(), Some(newest));
+    // A checkpoint whose `_metadata` was written but whose completion was never recorded
+    // (its writer died or was deposed in between).
+    let newest_dir = dir.join(format!("chk-{newest}"));
+    let orphan = dir.join(format!("chk-{}", newest + 1));
+    std::fs::create_dir_all(&orphan).unwrap();
+    for e in std::fs::read_dir(&newest_dir).unwrap().flatten() {
+        std::fs::copy(e.path(), orphan.join(e.file_name())).unwrap();
+    }
+    let (restored, warnings) = RestoredJob::latest(&storage).unwrap();
+    assert_eq!(restored.unwrap().metadata.id, newest);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("never completed"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_deposed_job_records_no_more_checkpoints() {
+    use weir_core::checkpoint::latest::claim_epoch;
+    let mut s = setup(2, false, "deposed");
+    s.with_windows = false;
+    let dir = s.dir.clone();
+    // Another instance of the job takes over the storage once this one has checkpointed.
+    let storage = LocalFsStorage::new(&dir.display().to_string()).unwrap();
+    let (job, sink) = start(s).unwrap();
+    while job.checkpoint_stats().completed < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let taken_over = claim_epoch(&storage, "other-instance").unwrap();
+    let outcome = job.wait_timeout(Duration::from_secs(120)).unwrap();
+    // Every later checkpoint fails, so the job fails once its restarts run out; the pointer
+    // stays the other instance's.
+    let stats = job.checkpoint_stats();
+    let deposed = stats
+        .history
+        .iter()
+        .filter_map(|r| r.failure.as_deref())
+        .find(|f| f.contains("deposed"));
+    assert!(deposed.is_some(), "{outcome:?} {stats:?}");
+    let pointer = storage.read_latest().unwrap().unwrap().pointer;
+    assert_eq!(
+        (pointer.epoch, pointer.writer.as_str()),
+        (taken_over.epoch, "other-instance")
+    );
+    // Nothing after the takeover was committed: the output is short of one count per record.
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(sink.committed().len() < RECORDS as usize);
 }
 
 #[test]

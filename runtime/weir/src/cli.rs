@@ -270,9 +270,15 @@ pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
             if let Some(note) = embedded::inactive_note(&prepared.job.spec) {
                 eprintln!("{note}");
             }
-            // Valid for the operator, which has S3 storage, but `weir run` would refuse it.
-            if let Err(e) = embedded::job_settings(&manifest, &prepared.job.spec) {
-                eprintln!("note: `weir run` would refuse this manifest: {e}");
+            if let Some(note) = crate::storage::credentials_secret_note(
+                prepared
+                    .job
+                    .spec
+                    .checkpointing
+                    .as_ref()
+                    .and_then(|c| c.s3.as_ref()),
+            ) {
+                eprintln!("{note}");
             }
             Ok(())
         }

@@ -6,7 +6,8 @@
 //! The manifest's fault-tolerance settings become the engine's [`JobSettings`]:
 //! `spec.checkpointing` the checkpoint coordinator's configuration, `spec.restartStrategy` the
 //! restart strategy, and `spec.job.initialSavepointPath`, `--from-savepoint` or
-//! `--from-latest-checkpoint` the snapshot the job starts from.
+//! `--from-latest-checkpoint` the snapshot the job starts from. Checkpoint storage is local
+//! (`file://`) or S3 (`s3://`, see [`crate::storage`]).
 //!
 //! Threads: the engine runs every subtask on its own thread; a small tokio runtime (one worker)
 //! serves HTTP and turns signals into events; the calling thread drives the run loop from a
@@ -20,11 +21,10 @@ use std::time::{Duration, Instant};
 
 use weir_api::rest::{CheckpointCounts, JobOverview};
 use weir_api::{
-    CheckpointStorageUri, CheckpointingSpec, JobTargetState, ManifestError, RestartStrategy,
-    RetentionOnCancel, StateBackend, StreamJob, StreamJobSpec,
+    CheckpointingSpec, JobTargetState, ManifestError, RestartStrategy, RetentionOnCancel,
+    StateBackend, StreamJob, StreamJobSpec,
 };
 use weir_core::checkpoint::restore::RestoredJob;
-use weir_core::checkpoint::storage::open_storage;
 use weir_core::restart::RestartStrategy as EngineRestart;
 use weir_core::time::now_ms;
 use weir_core::{
@@ -136,11 +136,9 @@ pub fn build(
     Ok(Prepared { job, program, env })
 }
 
-/// The engine settings of a manifest: checkpointing, restart strategy and the restore point of
-/// `spec.job.initialSavepointPath` (which `weir run` may replace, see [`restore_plan`]).
-///
-/// Fails for S3 checkpoint storage, which the engine cannot write to yet; `path` is the manifest
-/// file, for the message.
+/// The engine settings of a manifest: checkpointing, restart strategy, the restore point of
+/// `spec.job.initialSavepointPath` (which `weir run` may replace, see [`restore_plan`]), and
+/// the storage for `file://` and `s3://` locations; `path` is the manifest file, for messages.
 pub fn job_settings(path: &Path, spec: &StreamJobSpec) -> Result<JobSettings, CliError> {
     let checkpoint = spec
         .checkpointing
@@ -153,19 +151,18 @@ pub fn job_settings(path: &Path, spec: &StreamJobSpec) -> Result<JobSettings, Cl
         restore_from: spec.job.initial_savepoint_path.clone(),
         allow_non_restored_state: spec.job.allow_non_restored_state,
         fault: None,
-        storage: None,
+        storage: Some(crate::storage::factory(crate::storage::s3_settings(
+            spec.checkpointing.as_ref().and_then(|c| c.s3.as_ref()),
+        ))),
     })
 }
 
 /// `spec.checkpointing` as the checkpoint coordinator's configuration; the storage URI is passed
-/// on as written (the engine's local storage takes `file://` URIs and plain paths).
-pub fn checkpoint_config(path: &Path, c: &CheckpointingSpec) -> Result<CheckpointConfig, CliError> {
-    if let Ok(CheckpointStorageUri::S3 { .. }) = c.storage_uri() {
-        return Err(CliError::UnsupportedStorage {
-            path: path.to_path_buf(),
-            uri: c.storage.clone(),
-        });
-    }
+/// on as written (the job's storage factory opens `file://` URIs, plain paths and `s3://`).
+pub fn checkpoint_config(
+    _path: &Path,
+    c: &CheckpointingSpec,
+) -> Result<CheckpointConfig, CliError> {
     Ok(CheckpointConfig {
         interval: c.interval.as_std(),
         mode: match c.mode {
@@ -258,7 +255,9 @@ pub fn restore_plan(
         storage: c.storage.clone(),
         message,
     };
-    let storage = open_storage(&c.storage).map_err(|e| lookup_error(e.to_string()))?;
+    let settings = crate::storage::s3_settings(c.s3.as_ref());
+    let storage =
+        crate::storage::open(&c.storage, &settings).map_err(|e| lookup_error(e.to_string()))?;
     let (latest, warnings) =
         RestoredJob::latest(storage.as_ref()).map_err(|e| lookup_error(e.to_string()))?;
     let mut notes: Vec<String> = warnings
@@ -360,6 +359,11 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
         return Ok(());
     }
     if let Some(note) = inactive_note(spec) {
+        eprintln!("{note}");
+    }
+    if let Some(note) = crate::storage::credentials_secret_note(
+        spec.checkpointing.as_ref().and_then(|c| c.s3.as_ref()),
+    ) {
         eprintln!("{note}");
     }
     for note in &restore.notes {
@@ -777,6 +781,7 @@ mod tests {
             num_retained: 4,
             storage: "file:///tmp/c".into(),
             retention_on_cancel: RetentionOnCancel::Delete,
+            s3: None,
         };
         let e = checkpoint_config(Path::new("m.yaml"), &c).unwrap();
         assert_eq!(e.interval, Duration::from_millis(200));
@@ -796,14 +801,15 @@ mod tests {
     }
 
     #[test]
-    fn s3_storage_fails_fast() {
+    fn s3_storage_gets_a_storage_factory() {
         let mut spec = StreamJobSpec::for_program("orders");
         spec.checkpointing = Some(CheckpointingSpec::new("s3://bucket/checkpoints"));
-        let e = job_settings(Path::new("m.yaml"), &spec).unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.contains("spec.checkpointing.storage"), "{msg}");
-        assert!(msg.contains("S3 storage crate"), "{msg}");
-        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        let settings = job_settings(Path::new("m.yaml"), &spec).unwrap();
+        assert!(settings.storage.is_some());
+        assert_eq!(
+            settings.checkpoint.map(|c| c.storage).as_deref(),
+            Some("s3://bucket/checkpoints")
+        );
     }
 
     #[test]

@@ -97,20 +97,6 @@ pub enum CliError {
     #[error("bench: {0}")]
     Bench(String),
 
-    /// The checkpoint storage is one embedded mode cannot write to yet.
-    #[error(
-        "{} cannot be run: spec.checkpointing.storage is {uri}, but `weir run` cannot use S3 \
-         storage yet: S3 storage arrives with the S3 storage crate.\nFix: set \
-         spec.checkpointing.storage to a file:///absolute/path for embedded runs.",
-        path.display()
-    )]
-    UnsupportedStorage {
-        /// The manifest file.
-        path: PathBuf,
-        /// The storage URI.
-        uri: String,
-    },
-
     /// `--from-latest-checkpoint` on a job without checkpoint storage.
     #[error(
         "--from-latest-checkpoint needs spec.checkpointing.storage, and {} has no \
@@ -147,6 +133,16 @@ pub enum CliError {
     #[error("cannot set up checkpointing: {0}")]
     CheckpointStorage(#[source] JobError),
 
+    /// A checkpoint storage could not be listed (S3: missing bucket, refused credentials,
+    /// unreachable endpoint).
+    #[error("cannot list {location}: {message}")]
+    ListStorage {
+        /// The location.
+        location: String,
+        /// Why, with the fix.
+        message: String,
+    },
+
     /// A path given on the command line does not exist.
     #[error("{}: no such file or directory", .0.display())]
     NoSuchPath(PathBuf),
@@ -178,12 +174,12 @@ impl CliError {
             | CliError::Manifest { .. }
             | CliError::Program { .. }
             | CliError::InvalidDataflow { .. }
-            | CliError::UnsupportedStorage { .. }
             | CliError::NoCheckpointStorage { .. }
             | CliError::LatestCheckpoint { .. }
             | CliError::Restore { .. }
             | CliError::CheckpointStorage(_)
             | CliError::NoSuchPath(_)
+            | CliError::ListStorage { .. }
             | CliError::ReadPath { .. } => EXIT_USAGE,
             // The shell convention for "terminated by SIGINT".
             CliError::Interrupted => 130,

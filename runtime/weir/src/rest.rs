@@ -151,19 +151,8 @@ fn request_savepoint(job: &JobMonitor, kind: OperationKind, target: Option<Strin
                 .to_string(),
         );
     };
-    match CheckpointStorageUri::parse_for_field(&target, "targetDirectory") {
-        Ok(CheckpointStorageUri::File { .. }) => {}
-        Ok(CheckpointStorageUri::S3 { .. }) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "targetDirectory: {target} is S3 storage, which the embedded runtime cannot \
-                     write yet (S3 storage arrives with the S3 storage crate); use a \
-                     file:///absolute/path"
-                ),
-            );
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    if let Err(e) = CheckpointStorageUri::parse_for_field(&target, "targetDirectory") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     if let Err(e) = can_snapshot(job) {
         return e;

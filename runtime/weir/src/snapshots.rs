@@ -1,5 +1,7 @@
 //! `weir checkpoints list`: what is in a checkpoint storage root, a savepoint directory or a
-//! single snapshot directory, and whether each snapshot can be restored.
+//! single snapshot directory, and whether each snapshot can be restored — on a local
+//! filesystem or on S3 (`s3://bucket/prefix`, reached through the AWS chain, e.g.
+//! `AWS_ENDPOINT_URL`).
 //!
 //! Every snapshot is loaded the way a restore loads it ([`RestoredJob::load`] reads every state
 //! file and verifies its checksum), so `ok` means a restore would find nothing wrong with the
@@ -10,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use weir_core::checkpoint::format::SnapshotMetadata;
 use weir_core::checkpoint::restore::RestoredJob;
-use weir_core::checkpoint::storage::{METADATA_FILE, open_storage};
+use weir_core::checkpoint::storage::{CheckpointStorage, LocalFsStorage, METADATA_FILE};
+use weir_s3::{S3Settings, S3Storage};
 
 use crate::error::CliError;
 use crate::progress::{human_bytes, iso8601_utc};
@@ -31,8 +34,8 @@ pub enum SnapshotStatus {
 pub struct SnapshotEntry {
     /// Directory name, e.g. `chk-12` or `savepoint-7-1772359207000`.
     pub name: String,
-    /// The directory.
-    pub path: PathBuf,
+    /// The directory: a path, or an `s3://` URI.
+    pub path: String,
     /// Its `_metadata`, when readable.
     pub metadata: Option<SnapshotMetadata>,
     /// Whether it can be restored.
@@ -63,12 +66,12 @@ impl SnapshotEntry {
 /// The snapshots found under `path`, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
-    /// What was listed.
-    pub root: PathBuf,
+    /// What was listed: a path, or an `s3://` URI.
+    pub root: String,
     /// Newest first.
     pub entries: Vec<SnapshotEntry>,
     /// A `savepoints` directory under the root, which `weir savepoint` uses by default.
-    pub savepoints_dir: Option<PathBuf>,
+    pub savepoints_dir: Option<String>,
 }
 
 fn is_snapshot_name(name: &str) -> bool {
@@ -77,10 +80,26 @@ fn is_snapshot_name(name: &str) -> bool {
         || name.starts_with("savepoint-")
 }
 
+/// The last segment of a path or URI.
+fn name_of(location: &str) -> String {
+    location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Lists `path`: a checkpoint storage root (its `chk-*` directories), a directory of savepoints
-/// (`savepoint-*`), or one snapshot directory (or its `_metadata` file). `file://` URIs are
-/// accepted too.
+/// (`savepoint-*`), or one snapshot directory (or its `_metadata` file). `file://` and `s3://`
+/// URIs are accepted too.
 pub fn list(path: &str) -> Result<Listing, CliError> {
+    if path
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("s3://"))
+    {
+        return list_s3(path);
+    }
     let root = PathBuf::from(path.strip_prefix("file://").unwrap_or(path));
     if !root.exists() {
         return Err(CliError::NoSuchPath(root));
@@ -100,82 +119,111 @@ pub fn list(path: &str) -> Result<Listing, CliError> {
             path: root,
         });
     }
-    let name_of = |p: &Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let single = root.join(METADATA_FILE).exists() || is_snapshot_name(&name_of(&root));
+    let location = root.display().to_string();
+    let single = root.join(METADATA_FILE).exists() || is_snapshot_name(&name_of(&location));
     let mut dirs = Vec::new();
-    let mut savepoints_dir = None;
-    if single {
-        dirs.push(root.clone());
-    } else {
+    if !single {
         let read = std::fs::read_dir(&root).map_err(|source| CliError::ReadPath {
             path: root.clone(),
             source,
         })?;
-        for entry in read.flatten() {
-            let p = entry.path();
-            if !p.is_dir() {
-                continue;
-            }
-            let name = name_of(&p);
-            if is_snapshot_name(&name) {
-                dirs.push(p);
-            } else if name == "savepoints" {
-                savepoints_dir = Some(p);
-            }
-        }
+        dirs = read
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
     }
-    let mut entries: Vec<SnapshotEntry> = dirs.into_iter().map(inspect).collect();
+    let storage = LocalFsStorage::new(&location).map_err(|e| storage_error(&location, e))?;
+    Ok(listing(&storage, location, single, dirs))
+}
+
+fn storage_error(location: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::ListStorage {
+        location: location.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Lists an `s3://` location, with settings from the AWS chain.
+fn list_s3(uri: &str) -> Result<Listing, CliError> {
+    let root = uri
+        .trim_end_matches('/')
+        .trim_end_matches(METADATA_FILE)
+        .trim_end_matches('/')
+        .to_string();
+    let storage =
+        S3Storage::open(&root, S3Settings::default()).map_err(|e| storage_error(&root, e))?;
+    storage.check().map_err(|e| storage_error(&root, e))?;
+    let single =
+        is_snapshot_name(&name_of(&root)) || storage.read_file(&root, METADATA_FILE).is_ok();
+    let dirs = if single {
+        Vec::new()
+    } else {
+        storage
+            .list_dirs(&root)
+            .map_err(|e| storage_error(&root, e))?
+    };
+    Ok(listing(&storage, root, single, dirs))
+}
+
+/// The listing of `root` (one snapshot if `single`, else its directories named `dirs`).
+fn listing(
+    storage: &dyn CheckpointStorage,
+    root: String,
+    single: bool,
+    dirs: Vec<String>,
+) -> Listing {
+    let child = |name: &str| format!("{}/{name}", root.trim_end_matches('/'));
+    let mut entries: Vec<SnapshotEntry> = if single {
+        vec![inspect(storage, name_of(&root), root.clone())]
+    } else {
+        dirs.iter()
+            .filter(|d| is_snapshot_name(d))
+            .map(|d| inspect(storage, d.clone(), child(d)))
+            .collect()
+    };
     entries.sort_by_key(|e| std::cmp::Reverse(e.order()));
     if let Some(e) = entries.iter_mut().find(|e| e.status == SnapshotStatus::Ok) {
         e.latest = true;
     }
-    Ok(Listing {
+    let savepoints_dir =
+        (!single && dirs.iter().any(|d| d == "savepoints")).then(|| child("savepoints"));
+    Listing {
         root,
         entries,
         savepoints_dir,
-    })
+    }
 }
 
 /// Reads one snapshot directory's metadata and loads it as a restore would.
-fn inspect(dir: PathBuf) -> SnapshotEntry {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+fn inspect(storage: &dyn CheckpointStorage, name: String, location: String) -> SnapshotEntry {
     let mut entry = SnapshotEntry {
         name,
-        path: dir.clone(),
+        path: location.clone(),
         metadata: None,
         status: SnapshotStatus::Incomplete,
         latest: false,
     };
-    let meta_path = dir.join(METADATA_FILE);
-    if !meta_path.is_file() {
-        return entry;
-    }
     // The metadata is read separately from the load so that a snapshot with a corrupt state
     // file still shows its id, kind and time.
-    entry.metadata = std::fs::read(&meta_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let location = dir.display().to_string();
-    entry.status = match open_storage(&location) {
-        Err(e) => SnapshotStatus::Corrupt(e.to_string()),
-        Ok(storage) => match RestoredJob::load(storage.as_ref(), &location) {
-            Ok(_) => SnapshotStatus::Ok,
-            Err(e) => {
-                // The engine's message starts with the location, which the listing shows already.
-                let msg = e.to_string();
-                let msg = msg
-                    .strip_prefix(&format!("{location}: "))
-                    .map_or(msg.clone(), str::to_string);
-                SnapshotStatus::Corrupt(msg)
-            }
-        },
+    match storage.read_file(&location, METADATA_FILE) {
+        Err(e) if e.is_not_found() => return entry,
+        Err(e) => {
+            entry.status = SnapshotStatus::Corrupt(e.to_string());
+            return entry;
+        }
+        Ok(bytes) => entry.metadata = serde_json::from_slice(&bytes).ok(),
+    }
+    entry.status = match RestoredJob::load(storage, &location) {
+        Ok(_) => SnapshotStatus::Ok,
+        Err(e) => {
+            // The engine's message starts with the location, which the listing shows already.
+            let msg = e.to_string();
+            let msg = msg
+                .strip_prefix(&format!("{location}: "))
+                .map_or(msg.clone(), str::to_string);
+            SnapshotStatus::Corrupt(msg)
+        }
     };
     entry
 }
@@ -194,13 +242,13 @@ pub fn format_listing(l: &Listing) -> String {
     if n == 0 {
         out.push_str(&format!(
             "no checkpoints or savepoints in {} (looked for chk-* and savepoint-* directories)\n",
-            l.root.display()
+            l.root
         ));
     } else {
         out.push_str(&format!(
             "{n} snapshot{} in {} (newest first):\n",
             if n == 1 { "" } else { "s" },
-            l.root.display()
+            l.root
         ));
         let header = [
             "NAME",
@@ -234,8 +282,7 @@ pub fn format_listing(l: &Listing) -> String {
     }
     if let Some(sp) = &l.savepoints_dir {
         out.push_str(&format!(
-            "savepoints are listed separately: weir checkpoints list {}\n",
-            sp.display()
+            "savepoints are listed separately: weir checkpoints list {sp}\n"
         ));
     }
     out

@@ -241,9 +241,9 @@ async fn running_job_routes_and_cancel() {
         (
             Method::POST,
             "/v1/job/savepoints",
-            r#"{"targetDirectory": "s3://bucket/sp"}"#,
+            r#"{"targetDirectory": "s3://Bad_Bucket/sp"}"#,
             StatusCode::BAD_REQUEST,
-            "S3 storage crate",
+            "invalid S3 bucket name",
         ),
         (
             Method::POST,

@@ -3,12 +3,17 @@
 //! (sinks commit then), enforces timeout, minimum pause, concurrency and the tolerable number of
 //! failures, retains `numRetained` checkpoints, and serves savepoint requests. Also the snapshot
 //! writer: the thread that serialises and writes task snapshots so tasks keep processing.
+//!
+//! Where the storage keeps a latest pointer, a checkpoint is complete once `_metadata` is
+//! written *and* the pointer names it; the coordinator claims a fencing epoch the first time
+//! it records one (see [`super::latest`]).
 
 use super::format::{
     FileMeta, METADATA_VERSION, OperatorMeta, SnapshotMetadata, SubtaskState, encode_subtask,
     file_crc,
 };
-use super::storage::CheckpointStorage;
+use super::latest::{Fencing, advance_latest, claim_epoch, new_writer_id};
+use super::storage::{CheckpointStorage, StorageError};
 use super::{Barrier, CheckpointConfig, KeyedSnapshotWriter, OperatorSnapshot, SnapshotKind};
 use crate::channel::Notify;
 use crate::time::now_ms;
@@ -273,6 +278,9 @@ struct Pending {
     alignment_ms: i64,
     files: BTreeMap<String, Vec<FileMeta>>,
     reply: Option<(mpsc::Sender<Result<String, String>>, bool)>,
+    /// Keep the files when the checkpoint fails: set once this writer was deposed, because the
+    /// directory may then be the new writer's.
+    keep_files: bool,
 }
 
 /// What a coordinator is built from.
@@ -298,6 +306,10 @@ pub(crate) struct Coordinator {
     final_requested: bool,
     /// A stop-with-savepoint is under way: no more periodic checkpoints.
     stopping: bool,
+    /// The fencing epoch this coordinator holds on the latest pointer, once claimed.
+    fencing: Option<Fencing>,
+    /// Who this coordinator is, in the latest pointer.
+    writer: String,
 }
 
 impl Coordinator {
@@ -311,6 +323,8 @@ impl Coordinator {
             consecutive_failures: 0,
             final_requested: false,
             stopping: false,
+            fencing: None,
+            writer: new_writer_id(),
         }
     }
 
@@ -530,6 +544,7 @@ impl Coordinator {
                 alignment_ms: 0,
                 files: BTreeMap::new(),
                 reply,
+                keep_files: false,
             },
         );
         self.last_trigger = Some(Instant::now());
@@ -574,6 +589,21 @@ impl Coordinator {
         };
         if let Err(e) = storage.write_metadata(&p.location, &bytes) {
             return self.fail_pending(id, p, format!("writing metadata: {e}"));
+        }
+        if !p.barrier.kind.is_savepoint()
+            && storage.supports_latest_pointer()
+            && let Err(e) = record_latest(
+                &mut self.fencing,
+                &self.writer,
+                &self.setup.next_id,
+                storage.as_ref(),
+                id,
+                &p.location,
+            )
+        {
+            let mut p = p;
+            p.keep_files = matches!(e, StorageError::Fenced { .. });
+            return self.fail_pending(id, p, format!("recording the latest checkpoint: {e}"));
         }
         if self
             .setup
@@ -651,7 +681,9 @@ impl Coordinator {
                 t.push(Control::Abort(id));
             }
         }
-        if let Some(s) = &self.setup.storage {
+        if let Some(s) = &self.setup.storage
+            && !p.keep_files
+        {
             let _ = s.discard(&p.location);
         }
         self.last_end = Some(Instant::now());
@@ -699,6 +731,35 @@ impl Coordinator {
             self.consecutive_failures = 0;
         }
     }
+}
+
+/// Advances the latest pointer to checkpoint `id`, claiming an epoch for `writer` first if
+/// none is held yet (`fencing`).
+fn record_latest(
+    fencing: &mut Option<Fencing>,
+    writer: &str,
+    next_id: &std::sync::atomic::AtomicU64,
+    storage: &dyn CheckpointStorage,
+    id: u64,
+    location: &str,
+) -> Result<(), StorageError> {
+    let held = match fencing {
+        Some(f) => f.clone(),
+        None => {
+            let f = claim_epoch(storage, writer)?;
+            // Ids continue after the checkpoint the pointer names, even where listing the
+            // checkpoints at start found none.
+            if let Some(latest) = storage
+                .read_latest()?
+                .and_then(|v| v.pointer.checkpoint_id())
+            {
+                next_id.fetch_max(latest + 1, Ordering::SeqCst);
+            }
+            *fencing = Some(f.clone());
+            f
+        }
+    };
+    advance_latest(storage, &held, id, location)
 }
 
 /// Writes task snapshots: runs the keyed-state serialisers and stores one file per operator

@@ -11,6 +11,7 @@
 
 pub mod coordinator;
 pub mod format;
+pub mod latest;
 pub mod restore;
 pub mod storage;
 

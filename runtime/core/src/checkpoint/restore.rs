@@ -2,6 +2,10 @@
 //! finding the latest restorable checkpoint (falling back past corrupt ones), and handing each
 //! operator subtask its share of the state — the key groups it owns at the new parallelism and
 //! its operator-state items.
+//!
+//! Only a damaged checkpoint — a missing or corrupt file — is skipped in favour of an older
+//! one. A storage that fails (unreachable, refusing access) fails the restore instead: falling
+//! back then would silently replay from an older state, or from none.
 
 use super::format::{FormatError, SnapshotMetadata, SubtaskState, decode_subtask};
 use super::storage::{CheckpointStorage, METADATA_FILE, StorageError};
@@ -24,6 +28,14 @@ pub enum RestoreError {
         location: String,
         /// Why.
         message: String,
+    },
+    /// A state file listed in `_metadata` is missing.
+    #[error("{location}: state file {file} is missing")]
+    MissingFile {
+        /// Snapshot directory.
+        location: String,
+        /// The file.
+        file: String,
     },
     /// A state file is corrupt.
     #[error("{location}: {source}")]
@@ -86,6 +98,17 @@ pub enum RestoreError {
     },
 }
 
+impl RestoreError {
+    /// Whether the snapshot itself is damaged (a missing or corrupt file), so that a restore
+    /// may fall back to an older one; not for a storage that fails.
+    pub fn is_damaged(&self) -> bool {
+        matches!(
+            self,
+            Self::Metadata { .. } | Self::MissingFile { .. } | Self::Corrupt { .. }
+        )
+    }
+}
+
 /// A snapshot loaded into memory, ready to be handed out to operator subtasks.
 #[derive(Debug)]
 pub struct RestoredJob {
@@ -103,13 +126,15 @@ impl RestoredJob {
             .trim_end_matches('/')
             .trim_end_matches(METADATA_FILE)
             .trim_end_matches('/');
-        let meta_bytes =
-            storage
-                .read_file(location, METADATA_FILE)
-                .map_err(|e| RestoreError::Metadata {
+        let meta_bytes = storage
+            .read_file(location, METADATA_FILE)
+            .map_err(|e| match e {
+                e if e.is_not_found() => RestoreError::Metadata {
                     location: location.to_string(),
                     message: e.to_string(),
-                })?;
+                },
+                e => RestoreError::Storage(e),
+            })?;
         let metadata: SnapshotMetadata =
             serde_json::from_slice(&meta_bytes).map_err(|e| RestoreError::Metadata {
                 location: location.to_string(),
@@ -119,7 +144,16 @@ impl RestoredJob {
         for op in &metadata.operators {
             let mut states = Vec::with_capacity(op.files.len());
             for f in &op.files {
-                let bytes = storage.read_file(location, &f.file)?;
+                let bytes = storage.read_file(location, &f.file).map_err(|e| {
+                    if e.is_not_found() {
+                        RestoreError::MissingFile {
+                            location: location.to_string(),
+                            file: f.file.clone(),
+                        }
+                    } else {
+                        RestoreError::Storage(e)
+                    }
+                })?;
                 let st = decode_subtask(&f.file, &bytes, f.crc32).map_err(|source| {
                     RestoreError::Corrupt {
                         location: location.to_string(),
@@ -138,18 +172,38 @@ impl RestoredJob {
         })
     }
 
-    /// The newest checkpoint under the storage root that loads cleanly; corrupt or incomplete
-    /// ones are skipped and reported in the returned warnings.
+    /// The newest checkpoint under the storage root that loads cleanly; damaged ones (a
+    /// missing or corrupt file) are skipped and reported in the returned warnings, each naming
+    /// the checkpoint and why. Where the storage keeps a latest pointer, checkpoints newer than
+    /// the one it names were never completed (their writer failed or was deposed right after
+    /// writing `_metadata`) and are skipped too.
     pub fn latest(
         storage: &dyn CheckpointStorage,
     ) -> Result<(Option<Self>, Vec<String>), RestoreError> {
         let mut warnings = Vec::new();
+        let recorded = if storage.supports_latest_pointer() {
+            storage
+                .read_latest()?
+                .and_then(|v| v.pointer.checkpoint_id())
+        } else {
+            None
+        };
         for (id, loc) in storage.list_checkpoints()?.into_iter().rev() {
+            if let Some(newest) = recorded
+                && id > newest
+            {
+                warnings.push(format!(
+                    "checkpoint {id} is not restored: the latest pointer names checkpoint \
+                     {newest}, so {id} never completed"
+                ));
+                continue;
+            }
             match Self::load(storage, &loc) {
                 Ok(job) => return Ok((Some(job), warnings)),
-                Err(e) => warnings.push(format!(
+                Err(e) if e.is_damaged() => warnings.push(format!(
                     "checkpoint {id} is not restorable, falling back: {e}"
                 )),
+                Err(e) => return Err(e),
             }
         }
         Ok((None, warnings))

@@ -6,13 +6,22 @@
 //! rename, fsync of the directory): a directory without `_metadata` is an incomplete
 //! checkpoint and is never restored from. Savepoints use the same layout under
 //! `<target>/savepoint-<id>-<timestamp>/`.
+//!
+//! A storage may also keep the job's latest-checkpoint pointer (see [`super::latest`]): the
+//! local one keeps numbered versions under `<root>/_latest/`, each created with a no-clobber
+//! hard link, so that of two writers expecting the same version only one can create the next.
 
+use super::latest::{LatestPointer, VersionedPointer};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Name of the file that makes a snapshot directory complete.
 pub const METADATA_FILE: &str = "_metadata";
+
+/// Name of the latest-checkpoint pointer under the checkpoint root (an object on S3, a
+/// directory of numbered versions on a local filesystem).
+pub const LATEST_POINTER: &str = "_latest";
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +45,64 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// A file or object that does not exist.
+    #[error("{location}: not found")]
+    NotFound {
+        /// What was looked for.
+        location: String,
+    },
+    /// A remote storage (an object store) failed; the message says why and what to do.
+    #[error("{op} {location}: {message}")]
+    Remote {
+        /// What was attempted.
+        op: &'static str,
+        /// The location.
+        location: String,
+        /// Why it failed, with the fix where there is one.
+        message: String,
+    },
+    /// A conditional write of the latest pointer lost: the pointer changed since it was read.
+    #[error("{location}: changed by another writer since it was read ({message})")]
+    Conflict {
+        /// The pointer.
+        location: String,
+        /// Details.
+        message: String,
+    },
+    /// The latest pointer carries a higher fencing epoch than this writer holds: another
+    /// instance of the job took over this checkpoint storage.
+    #[error(
+        "{location}: this job was deposed: the latest pointer carries fencing epoch {pointer_epoch} \
+         (writer {pointer_writer}), this writer holds epoch {writer_epoch}; another instance of \
+         the job now writes to this checkpoint storage, so this one must not record checkpoints"
+    )]
+    Fenced {
+        /// The pointer.
+        location: String,
+        /// The epoch this writer holds.
+        writer_epoch: u64,
+        /// The epoch found in the pointer.
+        pointer_epoch: u64,
+        /// Who wrote the pointer.
+        pointer_writer: String,
+    },
+    /// The storage keeps no latest pointer.
+    #[error("{root}: this checkpoint storage keeps no latest pointer")]
+    NoLatestPointer {
+        /// The storage root.
+        root: String,
+    },
+}
+
+impl StorageError {
+    /// Whether the file or object does not exist (as opposed to the storage failing).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::NotFound { .. } => true,
+            Self::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
 }
 
 /// Storage for snapshot files.
@@ -54,6 +121,32 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn list_checkpoints(&self) -> Result<Vec<(u64, String)>, StorageError>;
     /// Deletes a snapshot directory.
     fn discard(&self, location: &str) -> Result<(), StorageError>;
+
+    /// Whether this storage keeps the job's latest-checkpoint pointer. Storages that do not
+    /// are restored by listing alone, and nothing fences their writers.
+    fn supports_latest_pointer(&self) -> bool {
+        false
+    }
+
+    /// Reads the latest-checkpoint pointer with the version a conditional write must name;
+    /// `None` when none was ever written.
+    fn read_latest(&self) -> Result<Option<VersionedPointer>, StorageError> {
+        Ok(None)
+    }
+
+    /// Writes the latest-checkpoint pointer if its current version is `expected` (`None`:
+    /// only if there is no pointer yet), returning the new version. Of two writers naming the
+    /// same version only one succeeds; the other gets [`StorageError::Conflict`]. Callers go
+    /// through [`super::latest::claim_epoch`] and [`super::latest::advance_latest`], which add
+    /// the fencing rules.
+    fn write_latest(
+        &self,
+        expected: Option<&str>,
+        pointer: &LatestPointer,
+    ) -> Result<String, StorageError> {
+        let _ = (expected, pointer);
+        Err(StorageError::NoLatestPointer { root: self.root() })
+    }
 }
 
 /// Turns `file:///a/b`, `file://rel/dir` or a plain path into a path.
@@ -97,6 +190,33 @@ impl LocalFsStorage {
     fn dir(&self, location: &str) -> Result<PathBuf, StorageError> {
         local_path(location)
     }
+
+    fn pointer_dir(&self) -> PathBuf {
+        self.root.join(LATEST_POINTER)
+    }
+
+    /// The pointer versions present, unordered (`v-<n>` files; anything else is ignored).
+    fn pointer_versions(&self) -> Result<Vec<u64>, StorageError> {
+        let dir = self.pointer_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        Ok(rd
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("v-"))
+                    .and_then(|n| n.parse().ok())
+            })
+            .collect())
+    }
+}
+
+fn version_file(dir: &Path, version: u64) -> PathBuf {
+    dir.join(format!("v-{version:020}"))
 }
 
 impl CheckpointStorage for LocalFsStorage {
@@ -187,6 +307,98 @@ impl CheckpointStorage for LocalFsStorage {
                 source: e,
             }),
         }
+    }
+
+    fn supports_latest_pointer(&self) -> bool {
+        true
+    }
+
+    fn read_latest(&self) -> Result<Option<VersionedPointer>, StorageError> {
+        // A version can be deleted between listing and reading once a newer one exists; the
+        // newer one is then listed on the next try.
+        for _ in 0..8 {
+            let Some(newest) = self.pointer_versions()?.into_iter().max() else {
+                return Ok(None);
+            };
+            let path = version_file(&self.pointer_dir(), newest);
+            match fs::read(&path) {
+                Ok(bytes) => {
+                    let pointer =
+                        LatestPointer::decode(&bytes).map_err(|message| StorageError::Io {
+                            op: "decode",
+                            path: path.clone(),
+                            source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+                        })?;
+                    return Ok(Some(VersionedPointer {
+                        pointer,
+                        version: newest.to_string(),
+                    }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read", &path)(e)),
+            }
+        }
+        Err(StorageError::Conflict {
+            location: self.pointer_dir().display().to_string(),
+            message: "the pointer kept changing while it was read".into(),
+        })
+    }
+
+    fn write_latest(
+        &self,
+        expected: Option<&str>,
+        pointer: &LatestPointer,
+    ) -> Result<String, StorageError> {
+        let dir = self.pointer_dir();
+        let conflict = |message: String| StorageError::Conflict {
+            location: dir.display().to_string(),
+            message,
+        };
+        let expected = match expected {
+            None => 0,
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| conflict(format!("{v:?} is not a version of this pointer")))?,
+        };
+        let next = expected + 1;
+        fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
+        // The content is complete before the version appears: written to a private file, then
+        // hard-linked under the version's name, which fails if the name exists — the
+        // compare-and-set. Rename would silently replace a concurrent writer's version.
+        static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = dir.join(format!(
+            "tmp-{}-{}",
+            std::process::id(),
+            TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(&pointer.encode()).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        drop(f);
+        let target = version_file(&dir, next);
+        let linked = fs::hard_link(&tmp, &target);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(conflict(format!("version {next} exists already")));
+            }
+            Err(e) => return Err(io("link", &target)(e)),
+        }
+        fsync_dir(&dir)?;
+        // Old versions are deleted once a newer one exists, so a writer holding a stale
+        // version can re-create a deleted name; it then is not the newest, and it lost.
+        let versions = self.pointer_versions()?;
+        if versions.iter().any(|&v| v > next) {
+            let _ = fs::remove_file(&target);
+            return Err(conflict(format!(
+                "version {expected} is no longer the newest"
+            )));
+        }
+        for v in versions.into_iter().filter(|&v| v + 1 < next) {
+            let _ = fs::remove_file(version_file(&dir, v));
+        }
+        Ok(next.to_string())
     }
 }
 

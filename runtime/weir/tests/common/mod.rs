@@ -158,6 +158,30 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// An endless orders job named `name` at parallelism 2, with `checkpointing` (the lines under
+/// `spec.checkpointing:`, indented by four spaces).
+pub fn orders_manifest_yaml(name: &str, checkpointing: &str) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: {name}
+spec:
+  job:
+    program: orders
+    args:
+      rate: \"1000\"
+      users: \"100\"
+      event-time: synthetic
+      sink: blackhole
+    parallelism: 2
+  taskManager:
+    slots: 2
+  checkpointing:
+{checkpointing}"
+    )
+}
+
 pub fn write_manifest(dir: &Path, name: &str, yaml: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, yaml).unwrap();
