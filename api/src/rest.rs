@@ -139,6 +139,10 @@ pub struct VertexOverview {
     /// Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_input_watermark_ms: Option<i64>,
+    /// Counters the operator or its connector defines (for example a Kafka
+    /// source's `numRecordsInErrors`), summed over subtasks.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 /// Progress of a checkpoint or savepoint.
@@ -388,6 +392,7 @@ mod tests {
                 records_in: 0,
                 records_out: 10,
                 current_input_watermark_ms: None,
+                counters: Default::default(),
             }],
         };
         let json = serde_json::to_value(&overview).unwrap();

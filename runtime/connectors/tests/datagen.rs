@@ -29,6 +29,7 @@ fn ctx(subtask: u32, parallelism: u32) -> SourceContext {
         subtask,
         parallelism,
         clock: Arc::new(ManualClock::new(5_000)),
+        metrics: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn file_sink_writes_json_lines_per_subtask() {
         .create_writer(&SinkContext {
             subtask: 2,
             parallelism: 3,
+            metrics: Default::default(),
         })
         .unwrap();
     for id in 0..3 {
@@ -105,6 +106,7 @@ fn file_sink_errors_name_the_path() {
         .create_writer(&SinkContext {
             subtask: 0,
             parallelism: 1,
+            metrics: Default::default(),
         })
         .err()
         .unwrap();

@@ -199,6 +199,7 @@ impl<T: Data> TaskHead for SourceHead<T> {
             subtask: self.init.subtask,
             parallelism: self.init.parallelism,
             clock: rt.clock.clone(),
+            metrics: self.init.metrics.clone(),
         };
         let mut reader = self.source.create_reader(&ctx)?;
         if let Some(state) = &self.init.restored {

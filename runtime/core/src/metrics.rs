@@ -2,8 +2,9 @@
 //! API and `/metrics`. Tasks count locally and publish per batch, so counting costs nothing
 //! per record.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Watermark value meaning "none yet".
 pub const NO_WATERMARK: i64 = i64::MIN;
@@ -17,6 +18,31 @@ pub struct SubtaskMetrics {
     pub records_out: AtomicU64,
     /// The operator's current input watermark.
     pub watermark: AtomicI64,
+    /// Counters an operator or connector defines (e.g. a source's `numRecordsInErrors`).
+    counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+}
+
+impl SubtaskMetrics {
+    /// The counter `name` of this subtask, created at zero on first use. Callers keep the
+    /// `Arc` and bump it with relaxed atomics; `/metrics` reads it.
+    pub fn counter(&self, name: &str) -> Arc<AtomicU64> {
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Every counter of this subtask with its value.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 impl Default for SubtaskMetrics {
@@ -25,6 +51,7 @@ impl Default for SubtaskMetrics {
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             watermark: AtomicI64::new(NO_WATERMARK),
+            counters: Mutex::default(),
         }
     }
 }
@@ -59,6 +86,17 @@ impl VertexMetrics {
             .iter()
             .map(|s| s.records_out.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// The operator-defined counters, summed over subtasks.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for s in &self.subtasks {
+            for (k, v) in s.counters() {
+                *out.entry(k).or_default() += v;
+            }
+        }
+        out
     }
 
     /// The vertex's watermark: the minimum over subtasks that have one.

@@ -15,6 +15,8 @@ pub struct SinkContext {
     pub subtask: u32,
     /// Number of sink subtasks.
     pub parallelism: u32,
+    /// This subtask's metrics, where a writer registers its own counters.
+    pub metrics: Arc<crate::metrics::SubtaskMetrics>,
 }
 
 /// Writes the records of one sink subtask.
@@ -78,6 +80,7 @@ impl<T: Send + 'static> Operator<T, ()> for SinkOperator<T> {
         let ctx = SinkContext {
             subtask: init.subtask,
             parallelism: init.parallelism,
+            metrics: init.metrics.clone(),
         };
         self.writer = Some(self.sink.create_writer(&ctx)?);
         Ok(())

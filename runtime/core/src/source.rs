@@ -19,6 +19,8 @@ pub struct SourceContext {
     pub parallelism: u32,
     /// Processing-time clock.
     pub clock: Arc<dyn Clock>,
+    /// This subtask's metrics, where a reader registers its own counters.
+    pub metrics: Arc<crate::metrics::SubtaskMetrics>,
 }
 
 /// What a poll produced.

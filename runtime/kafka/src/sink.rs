@@ -13,6 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir_core::record::NO_TIMESTAMP;
@@ -275,6 +276,8 @@ impl<T> KafkaSink<T> {
                     token: run_token(ctx.subtask),
                     current: Vec::new(),
                     pending: BTreeMap::new(),
+                    transactions: ctx.metrics.counter("kafkaTransactionsCommitted"),
+                    recommitted: ctx.metrics.counter("kafkaEpochsRecommittedOnRestore"),
                 })
             }
             None => None,
@@ -356,6 +359,10 @@ struct ExactlyOnce {
     current: Vec<Encoded>,
     /// Closed epochs not yet committed, by (token, origin, checkpoint).
     pending: BTreeMap<EpochKey, Vec<Encoded>>,
+    /// Transactions committed (`/metrics`).
+    transactions: Arc<AtomicU64>,
+    /// Epochs a restore found uncommitted and committed (`/metrics`).
+    recommitted: Arc<AtomicU64>,
 }
 
 /// Unique per writer instance: a restarted job gets new tokens, so a marker of an earlier run
@@ -489,6 +496,11 @@ impl<T> KafkaWriter<T> {
         let marker_topic = eo.marker_topic.clone();
         let marker_partitions = eo.marker_partitions;
         let result = self.transact(&marker_topic, marker_partitions, &epochs);
+        if result.is_ok()
+            && let Some(eo) = self.exactly_once.as_ref()
+        {
+            eo.transactions.fetch_add(1, Ordering::Relaxed);
+        }
         if result.is_err() {
             // Keep them: the failure restarts the job, and the restore commits them.
             if let Some(eo) = self.exactly_once.as_mut() {
@@ -719,6 +731,7 @@ impl<T: Send> SinkWriter<T> for KafkaWriter<T> {
                 // The idempotence guard: an epoch whose transaction committed before the
                 // failure is not written again.
                 if !done {
+                    eo.recommitted.fetch_add(1, Ordering::Relaxed);
                     eo.pending
                         .insert((item.token, item.origin, item.checkpoint), item.records);
                 }

@@ -365,8 +365,9 @@ impl<T> KafkaSource<T> {
             deserialize: self.deserialize.clone(),
             policy: self.bad_records.clone(),
             dead_letter,
-            skipped: self.skipped.clone(),
-            dead_lettered: self.dead_lettered.clone(),
+            skipped: Counter::new(&self.skipped, ctx, "kafkaRecordsSkipped"),
+            dead_lettered: Counter::new(&self.dead_lettered, ctx, "kafkaRecordsDeadLettered"),
+            errors: ctx.metrics.counter("numRecordsInErrors"),
             watermarks: self.watermarks,
             max_batch: self.max_batch,
             last_position: Mutex::new(None),
@@ -381,7 +382,7 @@ impl<T> KafkaSource<T> {
                     every,
                     next: now + every,
                     timeout: self.metadata_timeout,
-                    found: self.discovered.clone(),
+                    found: Counter::new(&self.discovered, ctx, "kafkaPartitionsDiscovered"),
                 }),
             },
         };
@@ -402,6 +403,27 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
     }
 }
 
+/// A count kept twice: over all readers of the source (the builder's accessors) and per
+/// subtask in the job's metrics (`/metrics`).
+struct Counter {
+    source_wide: Arc<AtomicU64>,
+    subtask: Arc<AtomicU64>,
+}
+
+impl Counter {
+    fn new(source_wide: &Arc<AtomicU64>, ctx: &SourceContext, name: &str) -> Self {
+        Self {
+            source_wide: source_wide.clone(),
+            subtask: ctx.metrics.counter(name),
+        }
+    }
+
+    fn inc(&self) {
+        self.source_wide.fetch_add(1, Ordering::Relaxed);
+        self.subtask.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Partition discovery of an unbounded reader.
 struct Discovery {
     topics: Vec<String>,
@@ -410,7 +432,7 @@ struct Discovery {
     every: Duration,
     next: Instant,
     timeout: Duration,
-    found: Arc<AtomicU64>,
+    found: Counter,
 }
 
 struct PartitionState {
@@ -450,8 +472,10 @@ struct KafkaReader<T> {
     deserialize: Deserializer<T>,
     policy: BadRecordPolicy,
     dead_letter: Option<(String, ThreadedProducer<DefaultProducerContext>)>,
-    skipped: Arc<AtomicU64>,
-    dead_lettered: Arc<AtomicU64>,
+    skipped: Counter,
+    dead_lettered: Counter,
+    /// Records that did not deserialize, whatever the policy (Flink's `numRecordsInErrors`).
+    errors: Arc<AtomicU64>,
     watermarks: Option<PartitionWatermarks>,
     max_batch: usize,
     /// The position reported at the last barrier, committed to the group on completion.
@@ -532,7 +556,7 @@ impl<T> KafkaReader<T> {
                         done: false,
                     },
                 );
-                d.found.fetch_add(1, Ordering::Relaxed);
+                d.found.inc();
             }
         }
         if added.count() > 0 {
@@ -579,7 +603,8 @@ impl<T> KafkaReader<T> {
                 message,
             }),
             BadRecordPolicy::Skip => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.skipped.inc();
                 Ok(())
             }
             BadRecordPolicy::DeadLetter(_) => {
@@ -621,7 +646,8 @@ impl<T> KafkaReader<T> {
                         }
                     }
                 }
-                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.dead_lettered.inc();
                 Ok(())
             }
         }

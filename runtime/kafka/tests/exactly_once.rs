@@ -9,16 +9,18 @@
 
 mod test_support;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use test_support::{Topics, produce, read_committed, read_uncommitted};
 use weir_core::checkpoint::coordinator::{FaultInjector, FaultPoint, fail_once};
+use weir_core::sink::{Sink, SinkContext, SinkWriter};
 use weir_core::{
     CheckpointConfig, EnvConfig, JobSettings, RestartStrategy, StreamEnv, WatermarkStrategy,
     source::VecSource,
 };
+use weir_core::{OperatorError, Record};
 use weir_kafka::orders_kafka::{OrdersKafkaConfig, build_dataflow, summary_key};
 use weir_kafka::{DeliveryGuarantee, KafkaSink};
 use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
@@ -62,6 +64,59 @@ struct Case {
     what: &'static str,
     fault: Option<FaultInjector>,
     fail_processing: bool,
+    /// Checkpoints whose sink epoch held records (filled by [`EpochWatch`] during the run).
+    nonempty: Epochs,
+}
+
+type Epochs = Arc<Mutex<BTreeSet<u64>>>;
+
+/// Wraps the Kafka sink to note which checkpoints' epochs held records, so that the fault
+/// "after metadata, before the Kafka commit" can pick a checkpoint with something to commit:
+/// whether an early checkpoint has any depends on timing, the final one always has some.
+struct EpochWatch<T> {
+    inner: KafkaSink<T>,
+    nonempty: Epochs,
+}
+
+struct EpochWatchWriter<T> {
+    inner: Box<dyn SinkWriter<T>>,
+    nonempty: Epochs,
+    written: usize,
+}
+
+impl<T: Send + 'static> Sink<T> for EpochWatch<T> {
+    fn create_writer(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<T>>, OperatorError> {
+        Ok(Box::new(EpochWatchWriter {
+            inner: self.inner.create_writer(ctx)?,
+            nonempty: self.nonempty.clone(),
+            written: 0,
+        }))
+    }
+}
+
+impl<T: Send> SinkWriter<T> for EpochWatchWriter<T> {
+    fn write(&mut self, rec: Record<T>) -> Result<(), OperatorError> {
+        self.written += 1;
+        self.inner.write(rec)
+    }
+    fn flush(&mut self) -> Result<(), OperatorError> {
+        self.inner.flush()
+    }
+    fn finish(&mut self) -> Result<(), OperatorError> {
+        self.inner.finish()
+    }
+    fn pre_commit(&mut self, checkpoint_id: u64) -> Result<Vec<Vec<u8>>, OperatorError> {
+        if std::mem::take(&mut self.written) > 0 {
+            self.nonempty.lock().unwrap().insert(checkpoint_id);
+        }
+        self.inner.pre_commit(checkpoint_id)
+    }
+    fn commit(&mut self, checkpoint_id: u64) -> Result<(), OperatorError> {
+        self.inner.commit(checkpoint_id)
+    }
+    fn restore(&mut self, state: Vec<Vec<u8>>) -> Result<(), OperatorError> {
+        self.inner.restore(state)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +135,7 @@ fn run(
     mode: Mode,
     parallelism: u32,
     case: Case,
-) -> (Vec<UserSummary>, u64) {
+) -> (Vec<UserSummary>, u64, BTreeMap<String, u64>) {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "weir-kafka-eo-{}-{}",
@@ -139,7 +194,13 @@ fn run(
             }
             s
         })
-        .sink("summaries", sink)
+        .sink(
+            "summaries",
+            EpochWatch {
+                inner: sink,
+                nonempty: case.nonempty.clone(),
+            },
+        )
         .uid("summaries-sink");
     let job = env.start().unwrap();
     let Some(outcome) = job.wait_timeout(Duration::from_secs(60)) else {
@@ -221,7 +282,14 @@ fn run(
             stats.last_restore,
         );
     }
-    (out, job.status().num_restarts)
+    let sink_counters = job
+        .metrics()
+        .vertices
+        .iter()
+        .find(|v| v.uid == "summaries-sink")
+        .map(|v| v.counters())
+        .unwrap_or_default();
+    (out, job.status().num_restarts, sink_counters)
 }
 
 fn once(pick: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> Option<FaultInjector> {
@@ -230,18 +298,23 @@ fn once(pick: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> Option<Fa
 
 /// The checkpoint faults pick checkpoint 1 onwards: the input is small enough to be read
 /// before a second checkpoint, and the final checkpoint (taken once the input has ended)
-/// always exists.
+/// always exists. The crash between checkpoint completion and Kafka commit picks the first
+/// checkpoint whose epoch held records, so that it always leaves something to commit.
 fn cases() -> Vec<Case> {
+    let watched = Epochs::default();
+    let seen = watched.clone();
     vec![
         Case {
             what: "no failure",
             fault: None,
             fail_processing: false,
+            nonempty: Epochs::default(),
         },
         Case {
             what: "while processing",
             fault: None,
             fail_processing: true,
+            nonempty: Epochs::default(),
         },
         Case {
             what: "between barrier and snapshot",
@@ -249,23 +322,28 @@ fn cases() -> Vec<Case> {
                 |p| matches!(p, FaultPoint::BeforeSnapshot { checkpoint, .. } if *checkpoint >= 1),
             ),
             fail_processing: false,
+            nonempty: Epochs::default(),
         },
         Case {
             what: "during the asynchronous write",
             fault: once(|p| matches!(p, FaultPoint::AsyncWrite { checkpoint } if *checkpoint >= 1)),
             fail_processing: false,
+            nonempty: Epochs::default(),
         },
         Case {
             what: "after metadata, before the Kafka commit",
-            fault: once(
-                |p| matches!(p, FaultPoint::AfterMetadata { checkpoint } if *checkpoint >= 1),
-            ),
+            fault: once(move |p| {
+                matches!(p, FaultPoint::AfterMetadata { checkpoint }
+                    if seen.lock().unwrap().contains(checkpoint))
+            }),
             fail_processing: false,
+            nonempty: watched,
         },
         Case {
             what: "during restore",
             fault: once(|p| matches!(p, FaultPoint::Restore { attempt: 1, .. })),
             fail_processing: true,
+            nonempty: Epochs::default(),
         },
         Case {
             what: "repeatedly",
@@ -277,6 +355,7 @@ fn cases() -> Vec<Case> {
                 }) as FaultInjector)
             },
             fail_processing: false,
+            nonempty: Epochs::default(),
         },
     ]
 }
@@ -293,7 +372,19 @@ fn orders_kafka_exactly_once_under_failures() {
             continue;
         }
         let started = std::time::Instant::now();
-        let (got, restarts) = run(&mut topics, &input, Mode::ExactlyOnce, 2, case);
+        let (got, restarts, counters) = run(&mut topics, &input, Mode::ExactlyOnce, 2, case);
+        if what == "after metadata, before the Kafka commit" {
+            // The hard case really happened: the restore found a completed checkpoint whose
+            // epochs had not been committed, and committed them.
+            assert!(
+                counters.get("kafkaEpochsRecommittedOnRestore").copied() >= Some(1),
+                "{what}: {counters:?}"
+            );
+        }
+        assert!(
+            counters.get("kafkaTransactionsCommitted").copied() >= Some(1),
+            "{what}: {counters:?}"
+        );
         if got != want {
             let mut counts: BTreeMap<&UserSummary, i64> = BTreeMap::new();
             for s in &got {
@@ -330,7 +421,7 @@ fn orders_kafka_at_least_once_loses_nothing() {
         )
     }) {
         let what = case.what;
-        let (got, restarts) = run(&mut topics, &input, Mode::AtLeastOnce, 2, case);
+        let (got, restarts, _) = run(&mut topics, &input, Mode::AtLeastOnce, 2, case);
         let got: std::collections::BTreeSet<_> = got.into_iter().collect();
         for s in &want {
             assert!(got.contains(s), "{what}: lost {s:?}");
@@ -355,7 +446,7 @@ fn orders_kafka_upsert_latest_value_per_key_is_exact() {
         )
     }) {
         let what = case.what;
-        let (got, restarts) = run(&mut topics, &input, Mode::Upsert, 2, case);
+        let (got, restarts, _) = run(&mut topics, &input, Mode::Upsert, 2, case);
         assert_eq!(got, want, "{what}: the latest value per key differs");
         assert!(
             restarts >= 1 || what != "while processing",

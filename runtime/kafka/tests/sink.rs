@@ -36,6 +36,7 @@ fn restore_commits_each_epoch_exactly_once() {
     let ctx = SinkContext {
         subtask: 0,
         parallelism: 1,
+        metrics: Default::default(),
     };
     let mut w = sink.create_writer(&ctx).unwrap();
     for i in 0..5 {

@@ -77,6 +77,7 @@ fn ctx(subtask: u32, parallelism: u32) -> SourceContext {
         subtask,
         parallelism,
         clock: Arc::new(SystemClock),
+        metrics: Default::default(),
     }
 }
 
@@ -184,9 +185,11 @@ struct N {
 }
 
 fn run_json(source: KafkaSource<N>) -> Result<Vec<u64>, String> {
-    let mut reader = source
-        .create_reader(&ctx(0, 1))
-        .map_err(|e| e.to_string())?;
+    run_json_in(source, &ctx(0, 1))
+}
+
+fn run_json_in(source: KafkaSource<N>, ctx: &SourceContext) -> Result<Vec<u64>, String> {
+    let mut reader = source.create_reader(ctx).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for _ in 0..10_000 {
         let mut buf = Vec::new();
@@ -222,8 +225,17 @@ fn bad_record_policy_skip_counts() {
         .bounded(true)
         .bad_records(BadRecordPolicy::Skip);
     let skipped = source.skipped_records();
-    assert_eq!(run_json(source).unwrap(), vec![1, 2, 4]);
+    let ctx = ctx(0, 1);
+    assert_eq!(run_json_in(source, &ctx).unwrap(), vec![1, 2, 4]);
     assert_eq!(skipped.load(Ordering::SeqCst), 1);
+    // The same counts reach the job's metrics (`/metrics`), under Flink's name too.
+    let counters: BTreeMap<String, u64> = ctx.metrics.counters().into_iter().collect();
+    assert_eq!(counters.get("numRecordsInErrors"), Some(&1), "{counters:?}");
+    assert_eq!(
+        counters.get("kafkaRecordsSkipped"),
+        Some(&1),
+        "{counters:?}"
+    );
 }
 
 #[test]

@@ -945,6 +945,7 @@ mod tests {
                     records_in: 0,
                     records_out: 2_000_000,
                     current_input_watermark_ms: None,
+                    counters: Default::default(),
                 },
                 VertexOverview {
                     id: "1-sink".into(),
@@ -953,6 +954,7 @@ mod tests {
                     records_in: 1_000,
                     records_out: 0,
                     current_input_watermark_ms: None,
+                    counters: Default::default(),
                 },
             ],
         }

@@ -50,6 +50,7 @@ pub struct Exporter {
     op_in: IntCounterVec,
     op_out: IntCounterVec,
     op_watermark: GaugeVec,
+    op_counter: IntCounterVec,
     rss: IntGauge,
     // Refresh-then-gather must not interleave between concurrent scrapes, or one scrape could
     // see another's half-updated counters.
@@ -210,6 +211,17 @@ impl Exporter {
                     &OPERATOR_LABELS,
                 )?,
             )?,
+            op_counter: register(
+                &r,
+                IntCounterVec::new(
+                    op(
+                        "weir_operator_counter_total",
+                        "Counters an operator or its connector defines, by name (for example a \
+                         Kafka source's numRecordsInErrors), summed over subtasks.",
+                    ),
+                    &["operator_id", "operator_name", "counter"],
+                )?,
+            )?,
             rss: register(
                 &r,
                 IntGauge::new(
@@ -267,6 +279,10 @@ impl Exporter {
             self.op_watermark
                 .with_label_values(&labels)
                 .set(watermark_value(v.current_input_watermark_ms));
+            for (name, total) in &v.counters {
+                let labels = [v.id.as_str(), v.name.as_str(), name.as_str()];
+                advance(&self.op_counter.with_label_values(&labels), *total);
+            }
         }
         if let Some(mem) = process_memory() {
             self.rss

@@ -321,6 +321,7 @@ impl JobMonitor {
                     records_in: v.records_in(),
                     records_out: v.records_out(),
                     current_input_watermark_ms: v.watermark(),
+                    counters: v.counters(),
                 })
                 .collect(),
         }

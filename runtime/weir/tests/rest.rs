@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -186,9 +187,31 @@ async fn running_job_routes_and_cancel() {
     let h: CheckpointHistory = serde_json::from_str(&body).unwrap();
     assert_eq!(h, CheckpointHistory::default());
 
+    // Counters an operator or connector registers (a Kafka source's numRecordsInErrors, say)
+    // reach the REST view and `/metrics`, summed over subtasks.
+    let metrics = monitor.handle().metrics().clone();
+    let numbers = metrics
+        .vertices
+        .iter()
+        .find(|v| v.name == "numbers")
+        .unwrap();
+    for s in &numbers.subtasks {
+        s.counter("numRecordsInErrors")
+            .fetch_add(2, Ordering::Relaxed);
+    }
+    monitor.sample();
+    let o = overview(&app).await;
+    let v = o.vertices.iter().find(|v| v.name == "numbers").unwrap();
+    assert_eq!(v.counters.get("numRecordsInErrors"), Some(&4), "{v:?}");
+
     let (status, ctype, text) = call(&app, Method::GET, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(ctype.unwrap().starts_with("text/plain"));
+    assert!(
+        text.contains("weir_operator_counter_total{counter=\"numRecordsInErrors\",")
+            && text.contains("operator_name=\"numbers\"} 4"),
+        "{text}"
+    );
     for name in [
         "weir_job_records_in_total",
         "weir_job_records_out_total",

@@ -27,6 +27,7 @@ fn ctx(subtask: u32, parallelism: u32) -> SourceContext {
         subtask,
         parallelism,
         clock: Arc::new(SystemClock),
+        metrics: Default::default(),
     }
 }
 
@@ -314,6 +315,7 @@ fn the_rate_limit_paces_events_by_the_clock() {
         subtask: s,
         parallelism: 2,
         clock: Arc::new(clock.clone()) as Arc<dyn Clock>,
+        metrics: Default::default(),
     };
     let mut r0 = source.create_reader(&ctx_of(0)).unwrap();
     let mut r1 = source.create_reader(&ctx_of(1)).unwrap();
