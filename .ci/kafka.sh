@@ -195,11 +195,14 @@ start() {
         -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
         "${LOG4J[@]}" -Dweir.kafka.log.level=INFO \
         -cp "$LIBS/*" kafka.Kafka "$DATA/server.properties" </dev/null >"$LOG" 2>&1 9>&- &
-    echo $! >"$PIDFILE"
+    local pid=$!
+    echo "$pid" >"$PIDFILE"
 
     local deadline=$((SECONDS + START_TIMEOUT))
     until is_up; do
-        if ! broker_pid >/dev/null; then
+        # Liveness by pid only: until the background child has exec'd, its command line is
+        # still this script's, so broker_pid's check for kafka.Kafka would call it dead.
+        if ! kill -0 "$pid" 2>/dev/null; then
             show_log_tail
             rm -f "$PIDFILE"
             die "the broker exited during startup"

@@ -258,7 +258,9 @@ wait_for() { # COMPONENT DEADLINE CHECK...: wait until CHECK succeeds while COMP
     local c=$1 deadline=$2
     shift 2
     until "$@"; do
-        if ! pid_of "$c" >/dev/null; then
+        # Liveness by pid only: until the background child has exec'd, its command line is
+        # still this script's, so pid_of's check of the program would call it dead.
+        if ! kill -0 "$(cat "$DATA/$c.pid" 2>/dev/null)" 2>/dev/null; then
             show_log_tail "$c"
             stop_all
             die "$c exited during startup"

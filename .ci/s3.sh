@@ -134,11 +134,14 @@ EOF
         -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" \
         -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
         </dev/null >"$LOG" 2>&1 9>&- &
-    echo $! >"$PIDFILE"
+    local pid=$!
+    echo "$pid" >"$PIDFILE"
 
     local deadline=$((SECONDS + START_TIMEOUT))
     until is_up; do
-        if ! server_pid >/dev/null; then
+        # Liveness by pid only: until the background child has exec'd, its command line is
+        # still this script's, so server_pid's check for weed would call it dead.
+        if ! kill -0 "$pid" 2>/dev/null; then
             show_log_tail
             rm -f "$PIDFILE"
             die "the server exited during startup"
