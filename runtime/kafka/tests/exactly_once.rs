@@ -409,17 +409,26 @@ fn orders_kafka_exactly_once_under_failures() {
     }
 }
 
+/// The cases the at-least-once and upsert runs replay: one failure while processing, one
+/// between checkpoint completion and commit, and several in one run.
+fn restart_cases() -> Vec<Case> {
+    cases()
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c.what,
+                "after metadata, before the Kafka commit" | "while processing" | "repeatedly"
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn orders_kafka_at_least_once_loses_nothing() {
     let mut topics = Topics::new();
     let input = orders_topic(&mut topics);
     let want = expected();
-    for case in cases().into_iter().filter(|c| {
-        matches!(
-            c.what,
-            "after metadata, before the Kafka commit" | "while processing" | "repeatedly"
-        )
-    }) {
+    for case in restart_cases() {
         let what = case.what;
         let (got, restarts, _) = run(&mut topics, &input, Mode::AtLeastOnce, 2, case);
         let got: std::collections::BTreeSet<_> = got.into_iter().collect();
@@ -439,12 +448,7 @@ fn orders_kafka_upsert_latest_value_per_key_is_exact() {
     let mut topics = Topics::new();
     let input = orders_topic(&mut topics);
     let want = expected();
-    for case in cases().into_iter().filter(|c| {
-        matches!(
-            c.what,
-            "after metadata, before the Kafka commit" | "while processing" | "repeatedly"
-        )
-    }) {
+    for case in restart_cases() {
         let what = case.what;
         let (got, restarts, _) = run(&mut topics, &input, Mode::Upsert, 2, case);
         assert_eq!(got, want, "{what}: the latest value per key differs");
