@@ -920,6 +920,7 @@ pub(crate) struct AttemptContext {
     pub checkpointing: Option<CheckpointRuntime>,
     pub fault: Option<FaultInjector>,
     pub done: mpsc::Sender<TaskDone>,
+    pub state_backend: Option<crate::state::StateBackendContext>,
 }
 
 fn restore_error(e: crate::checkpoint::restore::RestoreError) -> OperatorError {
@@ -1004,6 +1005,7 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
                     clock: s.clock.clone(),
                     metrics: ctx.metrics.vertices[vi].subtasks[sub as usize].clone(),
                     restored,
+                    state_backend: ctx.state_backend.clone(),
                 });
             }
             let channel_state = match &ctx.restore {

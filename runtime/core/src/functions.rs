@@ -220,6 +220,8 @@ where
 {
     fn open(&mut self, init: &OperatorInit) -> Result<(), OperatorError> {
         self.clock = Some(init.clock.clone());
+        let native = init.restored.as_ref().map_or(&[][..], |r| &r.native[..]);
+        self.state = KeyedStateBackend::open(init, native)?;
         Ok(())
     }
 
@@ -259,7 +261,8 @@ where
     }
 
     fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorSnapshot, OperatorError> {
-        let state = self.state.snapshot(ctx.max_parallelism, self.now());
+        let now = self.now();
+        let state = self.state.snapshot(ctx, now)?;
         let timers: Vec<(&'static str, i64, K)> = self
             .timers
             .event
@@ -299,7 +302,11 @@ where
             let t: i64 = decode(&e.state, &e.value)?;
             set.insert((t, key));
         }
-        self.state.restore(rest);
+        self.state.restore(rest)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> Result<(), OperatorError> {
+        self.state.checkpoint_complete(id);
         Ok(())
     }
 }

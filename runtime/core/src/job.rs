@@ -79,6 +79,8 @@ pub struct JobSettings {
     pub fault: Option<FaultInjector>,
     /// Opens checkpoint storage for a URI; `None` knows local paths and `file://` only.
     pub storage: Option<StorageFactory>,
+    /// The keyed state backend; `None` keeps keyed state on the heap.
+    pub state_backend: Option<crate::state::StateBackendFactory>,
 }
 
 impl JobSettings {
@@ -100,6 +102,10 @@ impl std::fmt::Debug for JobSettings {
             .field("allow_non_restored_state", &self.allow_non_restored_state)
             .field("fault", &self.fault.is_some())
             .field("storage", &self.storage.is_some())
+            .field(
+                "state_backend",
+                &self.state_backend.as_ref().map(|f| f.name()),
+            )
             .finish()
     }
 }
@@ -470,6 +476,13 @@ impl Supervisor {
                 checkpointing: self.checkpointing.clone(),
                 fault: self.settings.fault.clone(),
                 done: done_tx,
+                state_backend: self.settings.state_backend.as_ref().map(|f| {
+                    crate::state::StateBackendContext {
+                        factory: f.clone(),
+                        job: self.plan.settings.name.clone(),
+                        storage: self.storage.clone(),
+                    }
+                }),
             },
         )?;
         let _ = self.coord.send(CoordMsg::Attach(

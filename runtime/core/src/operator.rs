@@ -66,6 +66,8 @@ pub struct OperatorInit {
     pub metrics: Arc<SubtaskMetrics>,
     /// State to restore, when the job starts from a checkpoint or savepoint.
     pub restored: Option<RestoredState>,
+    /// The job's keyed state backend; `None` keeps keyed state on the heap.
+    pub state_backend: Option<crate::state::StateBackendContext>,
 }
 
 /// A one-input operator.

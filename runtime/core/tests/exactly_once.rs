@@ -196,6 +196,7 @@ fn start_with(
             restore_from: setup.restore_from,
             allow_non_restored_state: setup.allow_non_restored,
             storage: None,
+            state_backend: None,
         },
         ..Default::default()
     });

@@ -30,7 +30,7 @@ use std::time::Instant;
 use weir_api::CheckpointStorageUri;
 use weir_core::checkpoint::latest::{LatestPointer, VersionedPointer};
 use weir_core::checkpoint::storage::{
-    CheckpointStorage, LATEST_POINTER, METADATA_FILE, StorageError,
+    CheckpointStorage, LATEST_POINTER, METADATA_FILE, SHARED_DIR, StorageError,
 };
 
 /// DeleteObjects takes at most this many keys.
@@ -659,6 +659,28 @@ impl CheckpointStorage for S3Storage {
             }
             inner.delete_keys(&dir, &keys).await
         })?)
+    }
+
+    fn shared_location(&self) -> Option<String> {
+        Some(self.root.child(SHARED_DIR).uri())
+    }
+
+    fn delete_file(&self, location: &str, name: &str) -> Result<(), StorageError> {
+        let at = self.path(location)?.child(name);
+        Ok(self.delete_object(&at.uri())?)
+    }
+
+    fn list_files(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = format!("{}/", location.trim_end_matches('/'));
+        Ok(self
+            .list_objects(location)?
+            .into_iter()
+            .filter_map(|uri| {
+                uri.strip_prefix(&prefix)
+                    .filter(|n| !n.is_empty() && !n.contains('/'))
+                    .map(str::to_string)
+            })
+            .collect())
     }
 
     fn supports_latest_pointer(&self) -> bool {

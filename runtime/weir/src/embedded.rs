@@ -154,6 +154,7 @@ pub fn job_settings(path: &Path, spec: &StreamJobSpec) -> Result<JobSettings, Cl
         storage: Some(crate::storage::factory(crate::storage::s3_settings(
             spec.checkpointing.as_ref().and_then(|c| c.s3.as_ref()),
         ))),
+        state_backend: crate::state::backend(path, spec)?,
     })
 }
 
@@ -300,14 +301,23 @@ pub fn restore_plan(
 /// active.
 pub fn inactive_features(spec: &StreamJobSpec) -> Vec<String> {
     let mut out = Vec::new();
-    if spec.state.backend == StateBackend::RocksDb {
-        out.push("state.backend rocksdb (state is kept on the heap)".to_string());
-    }
-    if spec.state.local_recovery {
-        out.push("state.localRecovery (restores read the checkpoint storage)".to_string());
-    }
-    if spec.checkpointing.as_ref().is_some_and(|c| c.incremental) {
-        out.push("checkpointing.incremental (every checkpoint writes the full state)".to_string());
+    // Heap state is copied whole at every checkpoint and has no files to keep locally: both
+    // settings need the RocksDB backend, as in Flink.
+    if spec.state.backend == StateBackend::Heap {
+        if spec.state.local_recovery {
+            out.push(
+                "state.localRecovery with state.backend heap (restores read the checkpoint \
+                 storage; set state.backend: rocksdb)"
+                    .to_string(),
+            );
+        }
+        if spec.checkpointing.as_ref().is_some_and(|c| c.incremental) {
+            out.push(
+                "checkpointing.incremental with state.backend heap (every checkpoint writes the \
+                 full state; set state.backend: rocksdb)"
+                    .to_string(),
+            );
+        }
     }
     out
 }
@@ -752,16 +762,23 @@ mod tests {
         ));
         spec.job.initial_savepoint_path = Some("file:///tmp/sp".into());
         assert_eq!(inactive_note(&spec), None, "all of this is active");
-        spec.state.backend = StateBackend::RocksDb;
         spec.state.local_recovery = true;
         if let Some(c) = spec.checkpointing.as_mut() {
             c.incremental = true;
         }
         let note = inactive_note(&spec).unwrap();
-        assert!(note.contains("state.backend rocksdb"), "{note}");
-        assert!(note.contains("state.localRecovery"), "{note}");
-        assert!(note.contains("checkpointing.incremental"), "{note}");
+        assert!(
+            note.contains("state.localRecovery with state.backend heap"),
+            "{note}"
+        );
+        assert!(
+            note.contains("checkpointing.incremental with state.backend heap"),
+            "{note}"
+        );
+        assert!(note.contains("set state.backend: rocksdb"), "{note}");
         assert!(!note.contains("restartStrategy"), "{note}");
+        spec.state.backend = StateBackend::RocksDb;
+        assert_eq!(inactive_note(&spec), None, "RocksDB makes both active");
     }
 
     #[test]

@@ -109,6 +109,19 @@ pub enum CliError {
         path: PathBuf,
     },
 
+    /// `spec.state` cannot be set up as written.
+    #[error("{} {field}: {message}\nFix: {fix}", path.display())]
+    StateBackend {
+        /// The manifest file.
+        path: PathBuf,
+        /// The field at fault (`spec.state.backend`).
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
+
     /// The checkpoint storage could not be searched for the latest checkpoint.
     #[error("cannot look for the latest checkpoint in {storage}: {message}")]
     LatestCheckpoint {
@@ -175,6 +188,7 @@ impl CliError {
             | CliError::Program { .. }
             | CliError::InvalidDataflow { .. }
             | CliError::NoCheckpointStorage { .. }
+            | CliError::StateBackend { .. }
             | CliError::LatestCheckpoint { .. }
             | CliError::Restore { .. }
             | CliError::CheckpointStorage(_)

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod remote;
 pub mod rest;
 pub mod snapshots;
+pub mod state;
 pub mod storage;
 
 pub use cli::main_with_registry;

@@ -138,6 +138,18 @@ impl CheckpointStorage for Routed {
         self.backend(location)?.discard(location)
     }
 
+    fn shared_location(&self) -> Option<String> {
+        self.primary.shared_location()
+    }
+
+    fn delete_file(&self, location: &str, name: &str) -> Result<(), StorageError> {
+        self.backend(location)?.delete_file(location, name)
+    }
+
+    fn list_files(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        self.backend(location)?.list_files(location)
+    }
+
     fn supports_latest_pointer(&self) -> bool {
         self.primary.supports_latest_pointer()
     }

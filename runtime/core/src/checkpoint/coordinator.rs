@@ -1,8 +1,9 @@
 //! The checkpoint coordinator: triggers checkpoints at the sources, collects every task's
 //! acknowledgement, writes `_metadata` last to complete a checkpoint, tells tasks it completed
 //! (sinks commit then), enforces timeout, minimum pause, concurrency and the tolerable number of
-//! failures, retains `numRetained` checkpoints, and serves savepoint requests. Also the snapshot
-//! writer: the thread that serialises and writes task snapshots so tasks keep processing.
+//! failures, retains `numRetained` checkpoints (and the shared files of incremental checkpoints
+//! they reference), and serves savepoint requests. Also the snapshot writer: the thread that
+//! serialises and writes task snapshots so tasks keep processing.
 //!
 //! Where the storage keeps a latest pointer, a checkpoint is complete once `_metadata` is
 //! written *and* the pointer names it; the coordinator claims a fencing epoch the first time
@@ -13,7 +14,7 @@ use super::format::{
     file_crc,
 };
 use super::latest::{Fencing, advance_latest, claim_epoch, new_writer_id};
-use super::storage::{CheckpointStorage, StorageError};
+use super::storage::{CheckpointStorage, METADATA_FILE, StorageError};
 use super::{Barrier, CheckpointConfig, KeyedSnapshotWriter, OperatorSnapshot, SnapshotKind};
 use crate::channel::Notify;
 use crate::time::now_ms;
@@ -310,6 +311,8 @@ pub(crate) struct Coordinator {
     fencing: Option<Fencing>,
     /// Who this coordinator is, in the latest pointer.
     writer: String,
+    /// Shared files referenced by each retained checkpoint (from its `_metadata`).
+    shared_refs: BTreeMap<u64, Vec<String>>,
 }
 
 impl Coordinator {
@@ -325,6 +328,7 @@ impl Coordinator {
             stopping: false,
             fencing: None,
             writer: new_writer_id(),
+            shared_refs: BTreeMap::new(),
         }
     }
 
@@ -639,21 +643,25 @@ impl Coordinator {
             });
             st.last_alignment_ms = p.alignment_ms;
         }
+        let attempt_no = attempt.attempt;
         if !p.barrier.kind.is_savepoint() {
+            if let Some(shared) = storage.shared_location() {
+                self.shared_refs.insert(id, shared_names(&meta, &shared));
+            }
             self.retain(storage.as_ref());
         }
         if let Some((reply, stop)) = p.reply {
             let _ = reply.send(Ok(p.location.clone()));
             if stop {
                 let _ = self.setup.supervisor.send(SupervisorNote::Stopped {
-                    attempt: attempt.attempt,
+                    attempt: attempt_no,
                     path: p.location,
                 });
             }
         }
     }
 
-    fn retain(&self, storage: &dyn CheckpointStorage) {
+    fn retain(&mut self, storage: &dyn CheckpointStorage) {
         let keep = self
             .setup
             .config
@@ -661,9 +669,51 @@ impl Coordinator {
             .map_or(1, |c| c.num_retained.max(1));
         if let Ok(list) = storage.list_checkpoints() {
             let n = list.len();
-            for (_, loc) in list.into_iter().take(n.saturating_sub(keep)) {
-                let _ = storage.discard(&loc);
+            for (_, loc) in list.iter().take(n.saturating_sub(keep)) {
+                let _ = storage.discard(loc);
             }
+            // Another checkpoint in flight may have uploaded shared files that nothing
+            // references yet; they are collected after a later completion.
+            if self.pending.is_empty() {
+                self.collect_shared(storage, &list[n.saturating_sub(keep)..]);
+            }
+        }
+    }
+
+    /// Deletes the shared files (incremental checkpoints) that no retained checkpoint
+    /// references: each file counts the retained checkpoints whose `_metadata` lists it, and
+    /// goes when that count is zero. Files uploaded by checkpoints that failed are never
+    /// referenced and go too. When a retained checkpoint's references cannot be read, nothing
+    /// is deleted: a file wrongly kept costs space, a file wrongly deleted loses a checkpoint.
+    fn collect_shared(&mut self, storage: &dyn CheckpointStorage, retained: &[(u64, String)]) {
+        let Some(shared) = storage.shared_location() else {
+            return;
+        };
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for (id, loc) in retained {
+            if !self.shared_refs.contains_key(id) {
+                let Ok(meta) = storage
+                    .read_file(loc, METADATA_FILE)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<SnapshotMetadata>(&b).map_err(|e| e.to_string())
+                    })
+                else {
+                    return;
+                };
+                self.shared_refs.insert(*id, shared_names(&meta, &shared));
+            }
+            for name in self.shared_refs.get(id).into_iter().flatten() {
+                *counts.entry(name.clone()).or_default() += 1;
+            }
+        }
+        self.shared_refs
+            .retain(|id, _| retained.iter().any(|(r, _)| r == id));
+        let Ok(files) = storage.list_files(&shared) else {
+            return;
+        };
+        for f in files.iter().filter(|f| !counts.contains_key(*f)) {
+            let _ = storage.delete_file(&shared, f);
         }
     }
 
@@ -733,6 +783,15 @@ impl Coordinator {
     }
 }
 
+/// The names of the files in `shared` that `meta` references.
+fn shared_names(meta: &SnapshotMetadata, shared: &str) -> Vec<String> {
+    meta.shared_files()
+        .into_iter()
+        .filter(|r| r.location == shared)
+        .map(|r| r.name)
+        .collect()
+}
+
 /// Advances the latest pointer to checkpoint `id`, claiming an epoch for `writer` first if
 /// none is held yet (`fencing`).
 fn record_latest(
@@ -790,7 +849,7 @@ pub(crate) fn run_writer(
             req.ops.first().map_or("?", |(uid, _)| uid.as_str()),
             req.subtask
         );
-        match write_request(req, storage.as_ref()) {
+        match write_request(req, &storage) {
             Ok(files) => {
                 let _ = coord.send(CoordMsg::Ack {
                     attempt,
@@ -813,25 +872,31 @@ pub(crate) fn run_writer(
 
 fn write_request(
     req: SnapshotRequest,
-    storage: &dyn CheckpointStorage,
+    storage: &Arc<dyn CheckpointStorage>,
 ) -> Result<Vec<(String, FileMeta)>, String> {
     let mut files = Vec::with_capacity(req.ops.len());
     let mut channel = Some(req.channel);
     for (uid, snap) in req.ops {
-        let keyed = match snap.keyed {
+        let (keyed, native) = match snap.keyed {
             Some(f) => {
-                let mut w = KeyedSnapshotWriter::new(req.max_parallelism);
+                let mut w =
+                    KeyedSnapshotWriter::new(req.max_parallelism).with_storage(storage.clone());
                 f(&mut w).map_err(|e| format!("snapshot of {uid}: {e}"))?;
-                w.finish()
+                w.finish_with_native()
             }
             None => Default::default(),
         };
+        let shared = native
+            .as_ref()
+            .map(|n| n.shared_files().cloned().collect())
+            .unwrap_or_default();
         let state = SubtaskState {
             uid: uid.clone(),
             subtask: req.subtask,
             keyed,
             operator: snap.operator,
             channel: channel.take().unwrap_or_default(),
+            native,
         };
         let bytes = encode_subtask(&state).map_err(|e| e.to_string())?;
         let name = format!("{uid}-{}.state", req.subtask);
@@ -845,6 +910,7 @@ fn write_request(
                 file: name,
                 size: bytes.len() as u64,
                 crc32: file_crc(&bytes),
+                shared,
             },
         ));
     }

@@ -5,10 +5,12 @@
 //! The format is canonical — keyed state is stored per key group as (state, key, value)
 //! entries — so the same files restore at any parallelism and, later, into any state backend.
 
-use super::{KeyedStateSnapshot, SnapshotKind};
+use super::{KeyedStateSnapshot, NativeState, SharedFileRef, SnapshotKind};
 use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8; 8] = b"WEIRSNP1";
+/// Files written before native backend snapshots existed; still read.
+const MAGIC_V1: &[u8; 8] = b"WEIRSNP1";
+const MAGIC: &[u8; 8] = b"WEIRSNP2";
 
 /// Version of `_metadata`.
 pub const METADATA_VERSION: u32 = 1;
@@ -26,6 +28,18 @@ pub struct SubtaskState {
     pub operator: Vec<Vec<u8>>,
     /// In-flight records persisted by an unaligned checkpoint (bincode `Vec<Record<T>>`).
     pub channel: Vec<u8>,
+    /// The state backend's native snapshot (incremental checkpoints), if it took one.
+    pub native: Option<NativeState>,
+}
+
+/// [`SubtaskState`] as `WEIRSNP1` files hold it.
+#[derive(Deserialize)]
+struct SubtaskStateV1 {
+    uid: String,
+    subtask: u32,
+    keyed: KeyedStateSnapshot,
+    operator: Vec<Vec<u8>>,
+    channel: Vec<u8>,
 }
 
 /// A file of the snapshot.
@@ -40,6 +54,9 @@ pub struct FileMeta {
     pub size: u64,
     /// CRC-32 of the whole file.
     pub crc32: u32,
+    /// Files in the shared area this subtask's state references (incremental checkpoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<SharedFileRef>,
 }
 
 /// One operator in `_metadata`.
@@ -79,13 +96,22 @@ pub struct SnapshotMetadata {
 }
 
 impl SnapshotMetadata {
-    /// Total bytes of state files.
+    /// Total bytes of state files, shared files included (what a restore reads).
     pub fn size(&self) -> u64 {
         self.operators
             .iter()
             .flat_map(|o| &o.files)
-            .map(|f| f.size)
+            .map(|f| f.size + f.shared.iter().map(|s| s.size).sum::<u64>())
             .sum()
+    }
+
+    /// The shared files this snapshot references, each once.
+    pub fn shared_files(&self) -> std::collections::BTreeSet<SharedFileRef> {
+        self.operators
+            .iter()
+            .flat_map(|o| &o.files)
+            .flat_map(|f| f.shared.iter().cloned())
+            .collect()
     }
 }
 
@@ -152,7 +178,7 @@ pub fn decode_subtask(
             found,
         });
     }
-    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+    if bytes.len() < 12 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
         return Err(FormatError::BadHeader {
             file: file.to_string(),
         });
@@ -165,8 +191,20 @@ pub fn decode_subtask(
             file: file.to_string(),
         });
     }
-    bincode::deserialize(body).map_err(|e| FormatError::Decode {
+    let decode_err = |e: bincode::Error| FormatError::Decode {
         file: file.to_string(),
         message: e.to_string(),
-    })
+    };
+    if &bytes[..8] == MAGIC_V1 {
+        let v1: SubtaskStateV1 = bincode::deserialize(body).map_err(decode_err)?;
+        return Ok(SubtaskState {
+            uid: v1.uid,
+            subtask: v1.subtask,
+            keyed: v1.keyed,
+            operator: v1.operator,
+            channel: v1.channel,
+            native: None,
+        });
+    }
+    bincode::deserialize(body).map_err(decode_err)
 }

@@ -201,6 +201,9 @@ pub struct KeyedSnapshotWriter {
     max_parallelism: u32,
     states: Vec<String>,
     groups: Vec<Vec<u8>>,
+    /// Where a backend with native snapshots uploads its files (the checkpoint's storage).
+    storage: Option<std::sync::Arc<dyn storage::CheckpointStorage>>,
+    native: Option<NativeState>,
 }
 
 impl KeyedSnapshotWriter {
@@ -210,7 +213,25 @@ impl KeyedSnapshotWriter {
             max_parallelism,
             states: Vec::new(),
             groups: vec![Vec::new(); max_parallelism.max(1) as usize],
+            storage: None,
+            native: None,
         }
+    }
+
+    /// Lets backends with native snapshots upload their files to `storage`.
+    pub fn with_storage(mut self, storage: std::sync::Arc<dyn storage::CheckpointStorage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The checkpoint's storage, for backends that upload native files.
+    pub fn storage(&self) -> Option<&std::sync::Arc<dyn storage::CheckpointStorage>> {
+        self.storage.as_ref()
+    }
+
+    /// Records the backend's native snapshot (files uploaded by the backend itself).
+    pub fn set_native(&mut self, native: NativeState) {
+        self.native = Some(native);
     }
 
     fn state_index(&mut self, state: &str) -> Result<u16, OperatorError> {
@@ -270,6 +291,11 @@ impl KeyedSnapshotWriter {
 
     /// The finished snapshot.
     pub fn finish(self) -> KeyedStateSnapshot {
+        self.finish_with_native().0
+    }
+
+    /// The finished snapshot and the backend's native snapshot, if it took one.
+    pub fn finish_with_native(self) -> (KeyedStateSnapshot, Option<NativeState>) {
         let groups = self
             .groups
             .into_iter()
@@ -277,10 +303,75 @@ impl KeyedSnapshotWriter {
             .filter(|(_, g)| !g.is_empty())
             .map(|(kg, g)| (kg as u32, serde_bytes::ByteBuf::from(g)))
             .collect();
-        KeyedStateSnapshot {
-            states: self.states,
-            groups,
-        }
+        (
+            KeyedStateSnapshot {
+                states: self.states,
+                groups,
+            },
+            self.native,
+        )
+    }
+}
+
+/// A keyed state backend's own snapshot (RocksDB files), used by incremental checkpoints
+/// instead of canonical entries. Savepoints never hold one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeState {
+    /// The backend that wrote it (`rocksdb`).
+    pub backend: String,
+    /// The checkpoint it belongs to (local recovery looks its local copy up by this id).
+    pub checkpoint_id: u64,
+    /// Key groups the backend held: `start..end`.
+    pub key_groups: (u32, u32),
+    /// The kind of every state, so a restored backend can convert entries without the handles.
+    pub states: Vec<(String, crate::state::StateKind)>,
+    /// The backend's files.
+    pub files: Vec<NativeFile>,
+}
+
+/// One file of a [`NativeState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeFile {
+    /// Name in the backend's directory (`000042.sst`, `MANIFEST-000005`, ...).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC-32 of the content, checked before a downloaded or local copy is used.
+    pub crc32: u32,
+    /// Where the content is.
+    pub content: NativeContent,
+}
+
+/// Where the content of a [`NativeFile`] is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NativeContent {
+    /// In the shared area of the checkpoint storage, referenced by every checkpoint that
+    /// contains the file (immutable SST files uploaded once).
+    Shared(SharedFileRef),
+    /// In the subtask's state file itself (small files that change every checkpoint).
+    Inline(serde_bytes::ByteBuf),
+}
+
+/// A file in the shared area of the checkpoint storage; `_metadata` lists those its
+/// checkpoint references, and retention deletes a file once no retained checkpoint does.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedFileRef {
+    /// The shared directory (a storage location, e.g. `<root>/shared`).
+    pub location: String,
+    /// File name in it (`<uuid>.sst`).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl NativeState {
+    /// The shared files this snapshot references.
+    pub fn shared_files(&self) -> impl Iterator<Item = &SharedFileRef> {
+        self.files.iter().filter_map(|f| match &f.content {
+            NativeContent::Shared(r) => Some(r),
+            NativeContent::Inline(_) => None,
+        })
     }
 }
 
@@ -316,6 +407,9 @@ pub struct RestoredState {
     pub keyed: Vec<StateEntry>,
     /// Operator state items for this subtask.
     pub operator: Vec<Vec<u8>>,
+    /// Native backend snapshots whose key groups overlap this subtask's (one when the
+    /// parallelism is unchanged); the backend restores from them.
+    pub native: Vec<NativeState>,
 }
 
 /// Context of a snapshot.

@@ -272,12 +272,21 @@ impl RestoredJob {
         let old_p = states.len() as u32;
         let range = key_group_range(subtask, maxp, parallelism);
         let mut keyed: Vec<StateEntry> = Vec::new();
+        let mut native = Vec::new();
         for st in states {
             keyed.extend(
                 st.keyed
                     .entries(range.clone())
                     .map_err(|e| RestoreError::State(e.to_string()))?,
             );
+            // A native snapshot is handed to every new subtask whose key groups it overlaps;
+            // the backend takes its own key groups out of it.
+            if let Some(n) = &st.native
+                && n.key_groups.0 < range.end
+                && range.start < n.key_groups.1
+            {
+                native.push(n.clone());
+            }
         }
         let operator = if old_p == parallelism {
             states
@@ -293,7 +302,11 @@ impl RestoredJob {
                 .map(|(_, item)| item.clone())
                 .collect()
         };
-        Ok(Some(RestoredState { keyed, operator }))
+        Ok(Some(RestoredState {
+            keyed,
+            operator,
+            native,
+        }))
     }
 
     /// The in-flight records persisted for subtask `subtask` of operator `uid`.
@@ -325,5 +338,5 @@ impl RestoredJob {
 }
 
 fn has_state(s: &SubtaskState) -> bool {
-    !s.keyed.is_empty() || !s.operator.is_empty() || !s.channel.is_empty()
+    !s.keyed.is_empty() || !s.operator.is_empty() || !s.channel.is_empty() || s.native.is_some()
 }

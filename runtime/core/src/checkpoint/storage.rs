@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 /// Name of the file that makes a snapshot directory complete.
 pub const METADATA_FILE: &str = "_metadata";
 
+/// Directory under the checkpoint root holding files shared between incremental checkpoints.
+pub const SHARED_DIR: &str = "shared";
+
 /// Name of the latest-checkpoint pointer under the checkpoint root (an object on S3, a
 /// directory of numbered versions on a local filesystem).
 pub const LATEST_POINTER: &str = "_latest";
@@ -86,6 +89,14 @@ pub enum StorageError {
         /// Who wrote the pointer.
         pointer_writer: String,
     },
+    /// The storage cannot do what was asked (an older storage without shared files).
+    #[error("{root}: this checkpoint storage does not support {what}")]
+    Unsupported {
+        /// The storage root.
+        root: String,
+        /// What it cannot do.
+        what: &'static str,
+    },
     /// The storage keeps no latest pointer.
     #[error("{root}: this checkpoint storage keeps no latest pointer")]
     NoLatestPointer {
@@ -121,6 +132,30 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn list_checkpoints(&self) -> Result<Vec<(u64, String)>, StorageError>;
     /// Deletes a snapshot directory.
     fn discard(&self, location: &str) -> Result<(), StorageError>;
+
+    /// The location of files shared between incremental checkpoints (`<root>/shared`);
+    /// `None` when this storage keeps none, so backends write full snapshots.
+    fn shared_location(&self) -> Option<String> {
+        None
+    }
+
+    /// Deletes one file; a file that does not exist is not an error.
+    fn delete_file(&self, location: &str, name: &str) -> Result<(), StorageError> {
+        let _ = (location, name);
+        Err(StorageError::Unsupported {
+            root: self.root(),
+            what: "deleting single files",
+        })
+    }
+
+    /// The names of the files directly in `location` (none when it does not exist).
+    fn list_files(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        let _ = location;
+        Err(StorageError::Unsupported {
+            root: self.root(),
+            what: "listing files",
+        })
+    }
 
     /// Whether this storage keeps the job's latest-checkpoint pointer. Storages that do not
     /// are restored by listing alone, and nothing fences their writers.
@@ -307,6 +342,35 @@ impl CheckpointStorage for LocalFsStorage {
                 source: e,
             }),
         }
+    }
+
+    fn shared_location(&self) -> Option<String> {
+        Some(self.root.join(SHARED_DIR).display().to_string())
+    }
+
+    fn delete_file(&self, location: &str, name: &str) -> Result<(), StorageError> {
+        let path = self.dir(location)?.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("delete", &path)(e)),
+        }
+    }
+
+    fn list_files(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        let dir = self.dir(location)?;
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        let mut out: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     fn supports_latest_pointer(&self) -> bool {

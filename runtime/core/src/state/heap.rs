@@ -142,8 +142,8 @@ impl<K: Key, V: StateValue> ErasedTable for StateTable<K, V> {
     }
 }
 
-/// All keyed state of one subtask of one operator.
-pub struct KeyedStateBackend<K> {
+/// All keyed state of one subtask of one operator, on the heap.
+pub struct HeapBackend<K> {
     tables: Vec<Box<dyn ErasedTable>>,
     /// Restored entries of states no handle has asked for yet: typed on first access, and
     /// carried into snapshots untouched until then.
@@ -151,7 +151,7 @@ pub struct KeyedStateBackend<K> {
     _k: std::marker::PhantomData<fn() -> K>,
 }
 
-impl<K: Key> Default for KeyedStateBackend<K> {
+impl<K: Key> Default for HeapBackend<K> {
     fn default() -> Self {
         Self {
             tables: Vec::new(),
@@ -161,7 +161,7 @@ impl<K: Key> Default for KeyedStateBackend<K> {
     }
 }
 
-impl<K: Key> KeyedStateBackend<K> {
+impl<K: Key> HeapBackend<K> {
     /// An empty backend.
     pub fn new() -> Self {
         Self::default()

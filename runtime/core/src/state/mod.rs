@@ -1,5 +1,7 @@
 //! Keyed state: the handles user functions hold ([`ValueState`], [`ListState`], [`MapState`]),
-//! time-to-live, and the heap backend that stores the values of every key of one subtask.
+//! time-to-live, and the backends that store the values of every key of one subtask — the heap
+//! (the default: typed tables) or a serialized key/value store from a leaf crate (RocksDB),
+//! chosen when the operator opens from `JobSettings::state_backend`.
 //!
 //! A handle is a name plus a cached slot number: it is cheap to clone into every subtask and
 //! resolves its table on first use, so functions need no registration step. Values live in
@@ -7,15 +9,109 @@
 //! it was last written (or read), and an expired value is never returned.
 
 mod heap;
+pub mod kv;
 
-pub use heap::{KeyedStateBackend, StateTable};
+pub use heap::{HeapBackend, StateTable};
+pub use kv::{
+    KvBackend, KvError, KvScope, KvSnapshot, KvStore, KvStoreFactory, StateBackendContext,
+    StateBackendFactory, StateKind,
+};
 
+use crate::checkpoint::{KeyedSnapshotFn, NativeState, StateEntry};
 use crate::error::OperatorError;
-use crate::key::{Key, StateValue};
+use crate::key::{Key, StateValue, key_group_range};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::time::Duration;
+
+/// All keyed state of one subtask of one operator, in the backend the job chose.
+pub enum KeyedStateBackend<K> {
+    /// Typed tables on the heap.
+    Heap(HeapBackend<K>),
+    /// A serialized key/value store.
+    Kv(KvBackend<K>),
+}
+
+impl<K: Key> Default for KeyedStateBackend<K> {
+    fn default() -> Self {
+        Self::Heap(HeapBackend::new())
+    }
+}
+
+impl<K: Key> KeyedStateBackend<K> {
+    /// An empty heap backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The backend an operator subtask opens: the job's serialized backend if it has one
+    /// (restored from `native` snapshots when given), else the heap.
+    pub fn open(
+        init: &crate::operator::OperatorInit,
+        native: &[NativeState],
+    ) -> Result<Self, OperatorError> {
+        let Some(ctx) = &init.state_backend else {
+            return Ok(Self::new());
+        };
+        let key_groups = key_group_range(init.subtask, init.max_parallelism, init.parallelism);
+        let store = ctx.factory.open(&KvScope {
+            job: &ctx.job,
+            uid: &init.uid,
+            subtask: init.subtask,
+            max_parallelism: init.max_parallelism,
+            key_groups: key_groups.clone(),
+            restore: native,
+            storage: ctx.storage.as_ref(),
+        })?;
+        Ok(Self::Kv(KvBackend::new(
+            store,
+            init.max_parallelism,
+            key_groups,
+            native,
+        )))
+    }
+
+    /// Number of keys holding a value, per state (heap only; a serialized store does not
+    /// count its keys).
+    pub fn sizes(&self) -> Vec<(String, usize)> {
+        match self {
+            Self::Heap(h) => h.sizes(),
+            Self::Kv(_) => Vec::new(),
+        }
+    }
+
+    /// The synchronous part of a snapshot, serialised later off the task thread. Savepoints
+    /// are always canonical; checkpoints of a serialized store may be native (incremental).
+    pub fn snapshot(
+        &mut self,
+        ctx: &crate::checkpoint::SnapshotContext,
+        now: i64,
+    ) -> Result<KeyedSnapshotFn, OperatorError> {
+        match self {
+            Self::Heap(h) => Ok(h.snapshot(ctx.max_parallelism, now)),
+            Self::Kv(kv) => kv.snapshot(ctx.checkpoint_id, ctx.kind.is_savepoint(), now),
+        }
+    }
+
+    /// Takes restored canonical entries.
+    pub fn restore(&mut self, entries: Vec<StateEntry>) -> Result<(), OperatorError> {
+        match self {
+            Self::Heap(h) => {
+                h.restore(entries);
+                Ok(())
+            }
+            Self::Kv(kv) => kv.restore(entries),
+        }
+    }
+
+    /// Checkpoint `id` completed.
+    pub fn checkpoint_complete(&mut self, id: u64) {
+        if let Self::Kv(kv) = self {
+            kv.checkpoint_complete(id);
+        }
+    }
+}
 
 /// When the age of a value with a TTL is reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +177,7 @@ impl Handle {
 
     fn table<'b, K: Key, V: StateValue>(
         &self,
-        backend: &'b mut KeyedStateBackend<K>,
+        backend: &'b mut HeapBackend<K>,
     ) -> Result<&'b mut StateTable<K, V>, OperatorError> {
         let mut slot = self.slot.get();
         if slot == UNRESOLVED {
@@ -89,6 +185,15 @@ impl Handle {
             self.slot.set(slot);
         }
         backend.table::<V>(slot)
+    }
+
+    fn kv<K: Key>(&self, backend: &mut KvBackend<K>) -> Result<u32, OperatorError> {
+        let mut slot = self.slot.get();
+        if slot == UNRESOLVED {
+            slot = backend.register(&self.name, StateKind::Value, self.ttl)?;
+            self.slot.set(slot);
+        }
+        Ok(slot)
     }
 }
 
@@ -116,8 +221,15 @@ impl<T: StateValue> ValueState<T> {
 
     /// The current key's value, if any (and not expired).
     pub fn get<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Result<Option<T>, OperatorError> {
-        let (b, key, now) = ctx.state_parts();
-        Ok(self.h.table::<K, T>(b)?.get(key, now).cloned())
+        match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => {
+                Ok(self.h.table::<K, T>(b)?.get(key, now).cloned())
+            }
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.h.kv(b)?;
+                b.value_get(slot, key, now)
+            }
+        }
     }
 
     /// Sets the current key's value.
@@ -126,16 +238,30 @@ impl<T: StateValue> ValueState<T> {
         ctx: &mut impl StateAccess<K>,
         value: T,
     ) -> Result<(), OperatorError> {
-        let (b, key, now) = ctx.state_parts();
-        self.h.table::<K, T>(b)?.put(key.clone(), value, now);
-        Ok(())
+        match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => {
+                self.h.table::<K, T>(b)?.put(key.clone(), value, now);
+                Ok(())
+            }
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.h.kv(b)?;
+                b.put_raw(slot, key, &(value, now))
+            }
+        }
     }
 
     /// Removes the current key's value.
     pub fn clear<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Result<(), OperatorError> {
-        let (b, key, _) = ctx.state_parts();
-        self.h.table::<K, T>(b)?.remove(key);
-        Ok(())
+        match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, _) => {
+                self.h.table::<K, T>(b)?.remove(key);
+                Ok(())
+            }
+            (KeyedStateBackend::Kv(b), key, _) => {
+                let slot = self.h.kv(b)?;
+                b.clear(slot, key)
+            }
+        }
     }
 }
 
@@ -167,7 +293,18 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl StateAccess<K>,
         value: T,
     ) -> Result<(), OperatorError> {
-        let (b, key, now) = ctx.state_parts();
+        let (b, key, now) = match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => (b, key, now),
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.h.kv(b)?;
+                let mut list = b
+                    .get_raw::<(Vec<(T, i64)>, i64)>(slot, key)?
+                    .map(|(l, _)| l)
+                    .unwrap_or_default();
+                list.push((value, now));
+                return b.put_raw(slot, key, &(list, now));
+            }
+        };
         let t = self.h.table::<K, Vec<(T, i64)>>(b)?;
         let ttl = t.ttl();
         match t.get_mut_raw(key) {
@@ -182,23 +319,47 @@ impl<T: StateValue> ListState<T> {
 
     /// The current key's live elements, oldest first.
     pub fn get<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Result<Vec<T>, OperatorError> {
-        let (b, key, now) = ctx.state_parts();
+        let (b, key, now) = match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => (b, key, now),
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.h.kv(b)?;
+                let Some((mut list, stamp)) = b.get_raw::<(Vec<(T, i64)>, i64)>(slot, key)? else {
+                    return Ok(Vec::new());
+                };
+                let before = list.len();
+                let ttl = b.ttl(slot);
+                Self::live(&mut list, ttl, now);
+                if list.is_empty() {
+                    b.clear(slot, key)?;
+                } else if list.len() != before
+                    || ttl.is_some_and(|t| t.update == TtlUpdate::OnReadAndWrite)
+                {
+                    b.put_raw(slot, key, &(&list, stamp))?;
+                }
+                return Ok(list.into_iter().map(|(v, _)| v).collect());
+            }
+        };
         let t = self.h.table::<K, Vec<(T, i64)>>(b)?;
         let ttl = t.ttl();
         let Some(list) = t.get_mut_raw(key) else {
             return Ok(Vec::new());
         };
+        Self::live(list, ttl, now);
+        let out = list.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>();
+        if out.is_empty() {
+            t.remove(key);
+        }
+        Ok(out)
+    }
+
+    /// Drops expired elements and refreshes the others where reads count as updates.
+    fn live(list: &mut Vec<(T, i64)>, ttl: Option<TtlConfig>, now: i64) {
         if let Some(ttl) = ttl {
             list.retain(|(_, stamp)| stamp + ttl.ttl_ms() > now);
             if ttl.update == TtlUpdate::OnReadAndWrite {
                 list.iter_mut().for_each(|(_, s)| *s = now);
             }
         }
-        let out = list.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>();
-        if out.is_empty() {
-            t.remove(key);
-        }
-        Ok(out)
     }
 
     /// Replaces the current key's list.
@@ -207,25 +368,41 @@ impl<T: StateValue> ListState<T> {
         ctx: &mut impl StateAccess<K>,
         values: Vec<T>,
     ) -> Result<(), OperatorError> {
-        let (b, key, now) = ctx.state_parts();
-        let t = self.h.table::<K, Vec<(T, i64)>>(b)?;
-        if values.is_empty() {
-            t.remove(key);
-        } else {
-            t.put(
-                key.clone(),
-                values.into_iter().map(|v| (v, now)).collect(),
-                now,
-            );
+        let (_, _, now) = ctx.state_parts();
+        let list: Vec<(T, i64)> = values.into_iter().map(|v| (v, now)).collect();
+        match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => {
+                let t = self.h.table::<K, Vec<(T, i64)>>(b)?;
+                if list.is_empty() {
+                    t.remove(key);
+                } else {
+                    t.put(key.clone(), list, now);
+                }
+                Ok(())
+            }
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.h.kv(b)?;
+                if list.is_empty() {
+                    b.clear(slot, key)
+                } else {
+                    b.put_raw(slot, key, &(list, now))
+                }
+            }
         }
-        Ok(())
     }
 
     /// Removes the current key's list.
     pub fn clear<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Result<(), OperatorError> {
-        let (b, key, _) = ctx.state_parts();
-        self.h.table::<K, Vec<(T, i64)>>(b)?.remove(key);
-        Ok(())
+        match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, _) => {
+                self.h.table::<K, Vec<(T, i64)>>(b)?.remove(key);
+                Ok(())
+            }
+            (KeyedStateBackend::Kv(b), key, _) => {
+                let slot = self.h.kv(b)?;
+                b.clear(slot, key)
+            }
+        }
     }
 }
 
@@ -264,13 +441,40 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
         map
     }
 
+    fn kv<K: Key>(&self, backend: &mut KvBackend<K>) -> Result<u32, OperatorError> {
+        let mut slot = self.h.slot.get();
+        if slot == UNRESOLVED {
+            slot = backend.register_map::<UK, UV>(&self.h.name, self.h.ttl)?;
+            self.h.slot.set(slot);
+        }
+        Ok(slot)
+    }
+
     /// The value under `k` for the current key.
     pub fn get<K: Key>(
         &self,
         ctx: &mut impl StateAccess<K>,
         k: &UK,
     ) -> Result<Option<UV>, OperatorError> {
-        let (b, key, now) = ctx.state_parts();
+        let (b, key, now) = match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => (b, key, now),
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.kv(b)?;
+                let Some((v, stamp)) = b.sub_get::<UK, (UV, i64)>(slot, key, k)? else {
+                    return Ok(None);
+                };
+                if let Some(ttl) = b.ttl(slot) {
+                    if stamp + ttl.ttl_ms() <= now {
+                        b.sub_delete(slot, key, k)?;
+                        return Ok(None);
+                    }
+                    if ttl.update == TtlUpdate::OnReadAndWrite {
+                        b.sub_put(slot, key, k, &(&v, now))?;
+                    }
+                }
+                return Ok(Some(v));
+            }
+        };
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         let ttl = t.ttl();
         let Some(map) = t.get_mut_raw(key) else {
@@ -298,7 +502,13 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
         k: UK,
         v: UV,
     ) -> Result<(), OperatorError> {
-        let (b, key, now) = ctx.state_parts();
+        let (b, key, now) = match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => (b, key, now),
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.kv(b)?;
+                return b.sub_put(slot, key, &k, &(v, now));
+            }
+        };
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         match t.get_mut_raw(key) {
             Some(map) => {
@@ -315,7 +525,13 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
         ctx: &mut impl StateAccess<K>,
         k: &UK,
     ) -> Result<(), OperatorError> {
-        let (b, key, _) = ctx.state_parts();
+        let (b, key) = match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, _) => (b, key),
+            (KeyedStateBackend::Kv(b), key, _) => {
+                let slot = self.kv(b)?;
+                return b.sub_delete(slot, key, k);
+            }
+        };
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         if let Some(map) = t.get_mut_raw(key) {
             map.remove(k);
@@ -331,7 +547,27 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
         &self,
         ctx: &mut impl StateAccess<K>,
     ) -> Result<Vec<(UK, UV)>, OperatorError> {
-        let (b, key, now) = ctx.state_parts();
+        let (b, key, now) = match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, now) => (b, key, now),
+            (KeyedStateBackend::Kv(b), key, now) => {
+                let slot = self.kv(b)?;
+                let ttl = b.ttl(slot);
+                // Stored order is the order of encoded user keys, not `UK`'s order.
+                let mut map: MapEntries<UK, UV> = b
+                    .sub_entries::<UK, (UV, i64)>(slot, key)?
+                    .into_iter()
+                    .collect();
+                let before = map.len();
+                Self::live(&mut map, ttl, now);
+                if map.len() != before {
+                    b.clear(slot, key)?;
+                    for (k, e) in &map {
+                        b.sub_put(slot, key, k, e)?;
+                    }
+                }
+                return Ok(map.into_iter().map(|(k, (v, _))| (k, v)).collect());
+            }
+        };
         let t = self.h.table::<K, MapEntries<UK, UV>>(b)?;
         let ttl = t.ttl();
         let Some(map) = t.get_mut_raw(key) else {
@@ -355,8 +591,15 @@ impl<UK: StateValue + Ord, UV: StateValue> MapState<UK, UV> {
 
     /// Removes every entry of the current key.
     pub fn clear<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Result<(), OperatorError> {
-        let (b, key, _) = ctx.state_parts();
-        self.h.table::<K, MapEntries<UK, UV>>(b)?.remove(key);
-        Ok(())
+        match ctx.state_parts() {
+            (KeyedStateBackend::Heap(b), key, _) => {
+                self.h.table::<K, MapEntries<UK, UV>>(b)?.remove(key);
+                Ok(())
+            }
+            (KeyedStateBackend::Kv(b), key, _) => {
+                let slot = self.kv(b)?;
+                b.clear(slot, key)
+            }
+        }
     }
 }

@@ -1,6 +1,11 @@
 //! The window operator: keeps one accumulator per key and window, fires windows when the
 //! watermark passes their end, keeps them for the allowed lateness (re-firing on late records),
 //! and routes records that are too late to a side output.
+//!
+//! Window contents live in the operator's own hash maps on the heap, or — when the job has a
+//! serialized state backend (RocksDB) — in that store, one entry per (key, window) and one
+//! list of sessions per key. Timers stay on the heap either way (as Flink's heap timers do
+//! with RocksDB); they follow from the windows, so a restore rebuilds them from the windows.
 
 use super::{AggregateFunction, ProcessWindowFunction, TimeWindow, WindowAssigner, WindowContext};
 use crate::checkpoint::{
@@ -10,6 +15,7 @@ use crate::error::OperatorError;
 use crate::key::{Data, Key, StateValue};
 use crate::operator::{Operator, Output};
 use crate::record::{NO_TIMESTAMP, Record};
+use crate::state::{KeyedStateBackend, KvBackend, StateKind};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -157,6 +163,15 @@ pub struct WindowOperator<K, T, C: WindowContents<K, T>> {
     clock: Option<Arc<dyn crate::time::Clock>>,
     scratch: Vec<C::Out>,
     late_dropped: u64,
+    /// Window contents in a serialized store instead of `windows` and `sessions`.
+    kv: Option<KvWindows<K>>,
+}
+
+/// Window contents in a serialized store: the store and the slots of its two states.
+struct KvWindows<K> {
+    kv: KvBackend<K>,
+    windows: u32,
+    sessions: u32,
 }
 
 impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
@@ -183,6 +198,7 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
             clock: None,
             scratch: Vec::new(),
             late_dropped: 0,
+            kv: None,
         }
     }
 
@@ -287,6 +303,20 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
         value: T,
         out: &mut dyn Output<WindowOutput<C::Out, T>>,
     ) -> Result<(), OperatorError> {
+        if let Some(kv) = &mut self.kv {
+            let stored: Option<C::Acc> = kv.kv.sub_get(kv.windows, key, &w)?;
+            let created = stored.is_none();
+            let mut acc = stored.unwrap_or_else(|| self.contents.create());
+            self.contents.add(&mut acc, value);
+            kv.kv.sub_put(kv.windows, key, &w, &acc)?;
+            if created {
+                self.register(key, w);
+            }
+            if w.max_timestamp() <= self.watermark {
+                self.emit_window(key, w, &acc, out)?;
+            }
+            return Ok(());
+        }
         let k = (key.clone(), w);
         match self.windows.get_mut(&k) {
             Some(acc) => self.contents.add(acc, value),
@@ -347,7 +377,13 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
         if self.is_late(&new_w) {
             return self.late(rec, out);
         }
-        let mut list = self.sessions.remove(&key).unwrap_or_default();
+        let mut list = match &mut self.kv {
+            Some(kv) => kv
+                .kv
+                .get_raw::<Vec<(TimeWindow, C::Acc)>>(kv.sessions, &key)?
+                .unwrap_or_default(),
+            None => self.sessions.remove(&key).unwrap_or_default(),
+        };
         let mut acc = self.contents.create();
         self.contents.add(&mut acc, rec.value);
         let mut merged = new_w;
@@ -371,7 +407,12 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
             self.emit_window(&key, merged, &acc, out)?;
         }
         keep.push((merged, acc));
-        self.sessions.insert(key, keep);
+        match &mut self.kv {
+            Some(kv) => kv.kv.put_raw(kv.sessions, &key, &keep)?,
+            None => {
+                self.sessions.insert(key, keep);
+            }
+        }
         Ok(())
     }
 
@@ -384,6 +425,9 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
     ) -> Result<(), OperatorError> {
         let is_fire = t == w.max_timestamp();
         let is_cleanup = t == self.cleanup_time(&w);
+        if self.kv.is_some() {
+            return self.fire_timer_kv(is_fire, is_cleanup, key, w, out);
+        }
         if self.assigner.is_merging() {
             let Some(list) = self.sessions.get_mut(&key) else {
                 return Ok(());
@@ -424,7 +468,93 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> WindowOperator<K, T, C> {
         Ok(())
     }
 
-    /// Keys × windows currently held.
+    /// [`Self::fire_timer`] for contents in a serialized store.
+    fn fire_timer_kv(
+        &mut self,
+        is_fire: bool,
+        is_cleanup: bool,
+        key: K,
+        w: TimeWindow,
+        out: &mut dyn Output<WindowOutput<C::Out, T>>,
+    ) -> Result<(), OperatorError> {
+        let Some(kv) = &mut self.kv else {
+            return Ok(());
+        };
+        if self.assigner.is_merging() {
+            let Some(mut list) = kv
+                .kv
+                .get_raw::<Vec<(TimeWindow, C::Acc)>>(kv.sessions, &key)?
+            else {
+                return Ok(());
+            };
+            let Some(pos) = list.iter().position(|(x, _)| *x == w) else {
+                return Ok(());
+            };
+            if is_cleanup {
+                let (_, acc) = list.swap_remove(pos);
+                if list.is_empty() {
+                    kv.kv.clear(kv.sessions, &key)?;
+                } else {
+                    kv.kv.put_raw(kv.sessions, &key, &list)?;
+                }
+                if is_fire {
+                    self.emit_window(&key, w, &acc, out)?;
+                }
+            } else if is_fire {
+                let acc = list[pos].1.clone();
+                self.emit_window(&key, w, &acc, out)?;
+            }
+            return Ok(());
+        }
+        if !is_fire && !is_cleanup {
+            return Ok(());
+        }
+        let Some(acc) = kv.kv.sub_get::<TimeWindow, C::Acc>(kv.windows, &key, &w)? else {
+            return Ok(());
+        };
+        if is_cleanup {
+            kv.kv.sub_delete(kv.windows, &key, &w)?;
+        }
+        if is_fire {
+            self.emit_window(&key, w, &acc, out)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the serialized store when the job has one, rebuilding the timers of the windows
+    /// a native snapshot restored.
+    fn open_store(&mut self, init: &crate::operator::OperatorInit) -> Result<(), OperatorError> {
+        let native = init.restored.as_ref().map_or(&[][..], |r| &r.native[..]);
+        let KeyedStateBackend::Kv(mut kv) = KeyedStateBackend::<K>::open(init, native)? else {
+            return Ok(());
+        };
+        let windows = kv.register(WINDOWS, StateKind::Multi, None)?;
+        let sessions = kv.register(SESSIONS, StateKind::Value, None)?;
+        let mut restored: Vec<(K, TimeWindow)> = Vec::new();
+        if !native.is_empty() {
+            kv.for_each(windows, &mut |k, sub, _| {
+                restored.push((decode(WINDOWS, k)?, decode(WINDOWS, sub)?));
+                Ok(())
+            })?;
+            kv.for_each(sessions, &mut |k, _, v| {
+                let key: K = decode(SESSIONS, k)?;
+                let list: Vec<(TimeWindow, C::Acc)> = decode(SESSIONS, v)?;
+                restored.extend(list.into_iter().map(|(w, _)| (key.clone(), w)));
+                Ok(())
+            })?;
+        }
+        for (k, w) in restored {
+            self.register(&k, w);
+        }
+        self.kv = Some(KvWindows {
+            kv,
+            windows,
+            sessions,
+        });
+        Ok(())
+    }
+
+    /// Keys × windows currently held (on the heap; a serialized store does not count them).
     pub fn window_count(&self) -> usize {
         self.windows.len() + self.sessions.values().map(Vec::len).sum::<usize>()
     }
@@ -435,7 +565,7 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
 {
     fn open(&mut self, init: &crate::operator::OperatorInit) -> Result<(), OperatorError> {
         self.clock = Some(init.clock.clone());
-        Ok(())
+        self.open_store(init)
     }
 
     #[inline]
@@ -485,10 +615,17 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
         Ok(())
     }
 
-    fn snapshot_state(
-        &mut self,
-        _ctx: &SnapshotContext,
-    ) -> Result<OperatorSnapshot, OperatorError> {
+    fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorSnapshot, OperatorError> {
+        if let Some(kv) = &mut self.kv {
+            let now = self.clock.as_ref().map_or(0, |c| c.now_ms());
+            return Ok(OperatorSnapshot {
+                keyed: Some(
+                    kv.kv
+                        .snapshot(ctx.checkpoint_id, ctx.kind.is_savepoint(), now)?,
+                ),
+                operator: Vec::new(),
+            });
+        }
         // The copy is the synchronous part; encoding happens on the snapshot writer.
         let windows: Vec<((K, TimeWindow), C::Acc)> = self
             .windows
@@ -521,14 +658,24 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
                 WINDOWS => {
                     let (w, acc): (TimeWindow, C::Acc) = decode(WINDOWS, &e.value)?;
                     self.register(&key, w);
-                    self.windows.insert((key, w), acc);
+                    match &mut self.kv {
+                        Some(kv) => kv.kv.sub_put(kv.windows, &key, &w, &acc)?,
+                        None => {
+                            self.windows.insert((key, w), acc);
+                        }
+                    }
                 }
                 SESSIONS => {
                     let list: Vec<(TimeWindow, C::Acc)> = decode(SESSIONS, &e.value)?;
                     for (w, _) in &list {
                         self.register(&key, *w);
                     }
-                    self.sessions.insert(key, list);
+                    match &mut self.kv {
+                        Some(kv) => kv.kv.put_raw(kv.sessions, &key, &list)?,
+                        None => {
+                            self.sessions.insert(key, list);
+                        }
+                    }
                 }
                 other => {
                     return Err(OperatorError::State {
@@ -539,6 +686,13 @@ impl<K: Key, T: Data, C: WindowContents<K, T>> Operator<T, WindowOutput<C::Out, 
                     });
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> Result<(), OperatorError> {
+        if let Some(kv) = &mut self.kv {
+            kv.kv.checkpoint_complete(id);
         }
         Ok(())
     }
