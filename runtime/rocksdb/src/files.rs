@@ -4,6 +4,7 @@
 //! and CRC-32 of every file before it is used.
 
 use crate::RocksError;
+use crate::counters;
 use crate::store::RestoreStats;
 use std::collections::HashMap;
 use std::fs;
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use weir_core::checkpoint::storage::{CheckpointStorage, StorageError};
 use weir_core::checkpoint::{NativeContent, NativeFile, NativeState, SharedFileRef};
+use weir_core::metrics::SubtaskMetrics;
 use weir_core::state::KvError;
 
 /// SST files uploaded by earlier checkpoints, by local file name: (shared file, CRC-32).
@@ -137,6 +139,38 @@ fn local_copy_ok(f: &NativeFile, local: &Path) -> bool {
     }
 }
 
+/// Where a restore's files came from, counted in the factory's totals (for tests and
+/// benchmarks) and in the subtask's operator counters (for `/metrics`).
+pub(crate) struct RestoreTally<'a> {
+    pub stats: &'a RestoreStats,
+    pub metrics: &'a SubtaskMetrics,
+}
+
+impl RestoreTally<'_> {
+    fn add(&self, name: &str, n: u64) {
+        self.metrics.counter(name).fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn local(&self, bytes: u64) {
+        self.stats.local_files.fetch_add(1, Ordering::Relaxed);
+        self.stats.local_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.add(counters::FILES_LOCAL, 1);
+        self.add(counters::BYTES_LOCAL, bytes);
+    }
+
+    fn remote(&self, bytes: u64) {
+        self.stats.remote_files.fetch_add(1, Ordering::Relaxed);
+        self.stats.remote_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.add(counters::FILES_REMOTE, 1);
+        self.add(counters::BYTES_REMOTE, bytes);
+    }
+
+    fn rejected(&self) {
+        self.stats.rejected_local.fetch_add(1, Ordering::Relaxed);
+        self.add(counters::LOCAL_REJECTED, 1);
+    }
+}
+
 /// Writes the files of `native` into `dir` (created): SST files from the local copy in
 /// `local` where it matches, else from `storage`; inline files from the snapshot itself.
 pub(crate) fn materialize(
@@ -144,7 +178,7 @@ pub(crate) fn materialize(
     dir: &Path,
     local: Option<&Path>,
     storage: Option<&dyn CheckpointStorage>,
-    stats: &RestoreStats,
+    tally: &RestoreTally<'_>,
 ) -> Result<(), KvError> {
     fs::create_dir_all(dir).map_err(io("create directory", dir))?;
     for f in &native.files {
@@ -162,12 +196,11 @@ pub(crate) fn materialize(
                         if fs::hard_link(&src, &dst).is_err() {
                             fs::copy(&src, &dst).map_err(io("copy", &src))?;
                         }
-                        stats.local_files.fetch_add(1, Ordering::Relaxed);
-                        stats.local_bytes.fetch_add(f.size, Ordering::Relaxed);
+                        tally.local(f.size);
                         continue;
                     }
                     if local.join(&f.name).exists() {
-                        stats.rejected_local.fetch_add(1, Ordering::Relaxed);
+                        tally.rejected();
                     }
                 }
                 let storage = storage.ok_or_else(|| StorageError::NotFound {
@@ -179,8 +212,7 @@ pub(crate) fn materialize(
                 let bytes = storage.read_file(&r.location, &r.name)?;
                 check(f, &bytes)?;
                 fs::write(&dst, &bytes).map_err(io("write", &dst))?;
-                stats.remote_files.fetch_add(1, Ordering::Relaxed);
-                stats.remote_bytes.fetch_add(f.size, Ordering::Relaxed);
+                tally.remote(f.size);
             }
         }
     }

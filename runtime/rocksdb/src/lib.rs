@@ -29,6 +29,22 @@ mod store;
 
 pub use store::{RestoreStats, RocksDbConfig, RocksDbFactory};
 
+/// Operator counters a restore adds to (per subtask; `weir_operator_counter_total` in
+/// `/metrics`): SST files and bytes taken from the local copy, downloaded from checkpoint
+/// storage, and local files refused because their size or CRC-32 did not match.
+pub mod counters {
+    /// SST files restored from the task's local snapshot copy.
+    pub const FILES_LOCAL: &str = "stateFilesRestoredLocal";
+    /// Their bytes.
+    pub const BYTES_LOCAL: &str = "stateBytesRestoredLocal";
+    /// SST files downloaded from checkpoint storage.
+    pub const FILES_REMOTE: &str = "stateFilesRestoredRemote";
+    /// Their bytes.
+    pub const BYTES_REMOTE: &str = "stateBytesRestoredRemote";
+    /// Local copies found but not used (size or checksum mismatch).
+    pub const LOCAL_REJECTED: &str = "stateLocalFilesRejected";
+}
+
 /// A RocksDB operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RocksError {

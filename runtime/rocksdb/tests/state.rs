@@ -48,6 +48,7 @@ fn rocksdb() -> KeyedStateBackend<String> {
             key_groups: 0..MAXP,
             restore: &[],
             storage: None,
+            metrics: &Default::default(),
         })
         .unwrap();
     KeyedStateBackend::Kv(KvBackend::new(store, MAXP, 0..MAXP, &[]))

@@ -124,6 +124,9 @@ pub struct KvScope<'a> {
     pub restore: &'a [NativeState],
     /// The checkpoint storage native snapshots are read from.
     pub storage: Option<&'a Arc<dyn CheckpointStorage>>,
+    /// The subtask's counters: a backend reports what its restore did here (they reach
+    /// `/metrics` with the operator's other counters).
+    pub metrics: &'a crate::metrics::SubtaskMetrics,
 }
 
 /// Opens a [`KvStore`] for each keyed operator subtask; installed in

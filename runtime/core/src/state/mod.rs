@@ -63,6 +63,7 @@ impl<K: Key> KeyedStateBackend<K> {
             key_groups: key_groups.clone(),
             restore: native,
             storage: ctx.storage.as_ref(),
+            metrics: &init.metrics,
         })?;
         Ok(Self::Kv(KvBackend::new(
             store,
