@@ -266,10 +266,15 @@ fn local_recovery_restores_from_the_local_copy_and_falls_back_when_it_is_corrupt
                 matches!(p, FaultPoint::BeforeSnapshot { checkpoint, .. } if *checkpoint >= 4);
             if hit && corrupt {
                 // Replaced, not modified in place: the running database shares the inodes.
+                // A copy may vanish while this runs (a newer checkpoint completing removes the
+                // older one), so files that are gone are skipped.
                 for f in local_ssts(&local2) {
-                    let len = std::fs::metadata(&f).unwrap().len() as usize;
-                    std::fs::remove_file(&f).unwrap();
-                    std::fs::write(&f, vec![0x5a; len]).unwrap();
+                    let Ok(m) = std::fs::metadata(&f) else {
+                        continue;
+                    };
+                    if std::fs::remove_file(&f).is_ok() {
+                        std::fs::write(&f, vec![0x5a; m.len() as usize]).unwrap();
+                    }
                 }
             }
             hit

@@ -237,6 +237,10 @@ fn examples_validate() {
             "examples/orders-kafka.yaml",
             "ok: orders-kafka (program orders-kafka, parallelism 2)",
         ),
+        (
+            "examples/orders-rocksdb.yaml",
+            "ok: orders-rocksdb (program orders, parallelism 2)",
+        ),
     ] {
         let out = run_to_end(&["validate", file]);
         assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out.stderr));
@@ -254,6 +258,7 @@ fn examples_validate() {
         [
             "nexmark-q5.yaml",
             "orders-kafka.yaml",
+            "orders-rocksdb.yaml",
             "orders.yaml",
             "sensor-anomaly.yaml"
         ]

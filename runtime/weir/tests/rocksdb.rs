@@ -160,3 +160,30 @@ fn incremental_checkpoints_and_local_recovery_through_weir_run() {
     // A clean exit closes every database and removes its working directory.
     assert_eq!(dirs_named(&state_dir, "db-"), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn the_rocksdb_example_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = example_in(dir.path(), "orders-rocksdb");
+    let state = dir.path().join("state").display().to_string();
+    let out = weir()
+        .args([
+            "run",
+            &m,
+            "--rest-address",
+            "127.0.0.1:0",
+            "--for",
+            "3s",
+            "--quiet",
+        ])
+        .env("WEIR_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("not yet active"), "{stderr}");
+    assert!(
+        std::fs::read_dir(dir.path().join("state")).is_ok(),
+        "RocksDB did not work in $WEIR_STATE_DIR"
+    );
+}
