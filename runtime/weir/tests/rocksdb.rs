@@ -137,7 +137,15 @@ fn incremental_checkpoints_and_local_recovery_through_weir_run() {
     let (_, body) = http(&addr, "GET", "/v1/job/checkpoints");
     let h: CheckpointHistory = serde_json::from_str(&body).unwrap();
     assert_eq!(h.latest_restored.unwrap().id.to_string(), id);
-    let (_, metrics) = http(&addr, "GET", "/metrics");
+    // The tasks open (and restore) their state after the REST API is up: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let (_, metrics) = http(&addr, "GET", "/metrics");
+        if counter(&metrics, "stateFilesRestoredLocal") > 0 || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         counter(&metrics, "stateFilesRestoredLocal") > 0,
         "no file from the local copy:\n{metrics}"
