@@ -134,14 +134,25 @@ impl<T: Clone + Send + Sync> SourceReader<T> for VecReader<T> {
     }
 
     fn position(&self) -> Vec<u8> {
-        (self.next as u64).to_le_bytes().to_vec()
+        counter_position(self.next as u64)
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let b: [u8; 8] = position
-            .try_into()
-            .map_err(|_| OperatorError::Source("corrupt VecSource position".into()))?;
-        self.next = u64::from_le_bytes(b) as usize;
+        self.next = restored_counter("VecSource", position)? as usize;
         Ok(())
     }
+}
+
+/// The position of a reader whose progress is one counter (the next index or sequence number),
+/// in the layout [`restored_counter`] reads back.
+pub fn counter_position(next: u64) -> Vec<u8> {
+    next.to_le_bytes().to_vec()
+}
+
+/// Reads a [`counter_position`] back; anything else is a corrupt position of `source`.
+pub fn restored_counter(source: &str, position: &[u8]) -> Result<u64, OperatorError> {
+    let b: [u8; 8] = position
+        .try_into()
+        .map_err(|_| OperatorError::Source(format!("corrupt {source} position")))?;
+    Ok(u64::from_le_bytes(b))
 }

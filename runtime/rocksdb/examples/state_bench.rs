@@ -257,14 +257,11 @@ impl SourceReader<u64> for GatedReader {
     }
 
     fn position(&self) -> Vec<u8> {
-        self.next.to_le_bytes().to_vec()
+        weir_core::source::counter_position(self.next)
     }
 
     fn restore(&mut self, p: &[u8]) -> Result<(), OperatorError> {
-        self.next = u64::from_le_bytes(
-            p.try_into()
-                .map_err(|_| OperatorError::Source("bad position".into()))?,
-        );
+        self.next = weir_core::source::restored_counter("test source", p)?;
         Ok(())
     }
 }
