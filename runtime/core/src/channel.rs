@@ -5,6 +5,10 @@
 //! overtake per channel. A channel holds at most `capacity` events (record batches), which gives
 //! backpressure: a fast producer blocks until its consumer catches up. All channels into one
 //! consumer share a [`Notify`], so the consumer sleeps on one condition variable.
+//!
+//! A channel whose two ends are in different TaskManagers has a [`RemoteSender`] for its
+//! producing end (see `cluster::exchange`); the consumer still reads a local queue, which the
+//! network feeds, so the task loops cannot tell the difference.
 
 use crate::checkpoint::Barrier;
 use crate::record::Record;
@@ -74,12 +78,30 @@ struct Shared<T> {
     capacity: usize,
     consumer: Arc<Notify>,
     receiver_gone: AtomicBool,
+    /// Woken whenever the consumer takes events: the network reader of a remote channel
+    /// returns credits then.
+    on_take: Option<Arc<Notify>>,
+}
+
+/// The producing end of a channel whose consumer is in another process.
+pub trait RemoteSender<T>: Send + Sync {
+    /// Sends an event, waiting for credit from the consumer.
+    fn send(&self, ev: Event<T>) -> Result<(), SendError>;
+    /// Sends a barrier that overtakes the consumer's queued events (needs no credit).
+    fn send_barrier_priority(&self, barrier: Barrier);
+}
+
+enum SenderKind<T> {
+    Local {
+        shared: Arc<Shared<T>>,
+        cancel: Arc<AtomicBool>,
+    },
+    Remote(Box<dyn RemoteSender<T>>),
 }
 
 /// The producing end of a channel.
 pub struct Sender<T> {
-    shared: Arc<Shared<T>>,
-    cancel: Arc<AtomicBool>,
+    kind: SenderKind<T>,
 }
 
 /// The consuming end of a channel.
@@ -103,35 +125,58 @@ pub fn channel<T>(
     consumer: Arc<Notify>,
     cancel: Arc<AtomicBool>,
 ) -> (Sender<T>, Receiver<T>) {
+    channel_with_take_notify(capacity, consumer, cancel, None)
+}
+
+/// A channel as [`channel`] that also wakes `on_take` whenever the consumer takes events.
+pub fn channel_with_take_notify<T>(
+    capacity: usize,
+    consumer: Arc<Notify>,
+    cancel: Arc<AtomicBool>,
+    on_take: Option<Arc<Notify>>,
+) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::with_capacity(capacity)),
         not_full: Condvar::new(),
         capacity: capacity.max(1),
         consumer,
         receiver_gone: AtomicBool::new(false),
+        on_take,
     });
     (
         Sender {
-            shared: shared.clone(),
-            cancel,
+            kind: SenderKind::Local {
+                shared: shared.clone(),
+                cancel,
+            },
         },
         Receiver { shared },
     )
 }
 
 impl<T> Sender<T> {
+    /// The producing end of a channel to another process.
+    pub fn remote(r: Box<dyn RemoteSender<T>>) -> Self {
+        Self {
+            kind: SenderKind::Remote(r),
+        }
+    }
+
     /// Appends an event, waiting while the channel is full.
     pub fn send(&self, ev: Event<T>) -> Result<(), SendError> {
-        let mut q = lock(&self.shared.queue);
-        while q.len() >= self.shared.capacity {
-            if self.cancel.load(Ordering::Relaxed) {
+        let (shared, cancel) = match &self.kind {
+            SenderKind::Local { shared, cancel } => (shared, cancel),
+            SenderKind::Remote(r) => return r.send(ev),
+        };
+        let mut q = lock(&shared.queue);
+        while q.len() >= shared.capacity {
+            if cancel.load(Ordering::Relaxed) {
                 return Err(SendError::Cancelled);
             }
-            if self.shared.receiver_gone.load(Ordering::Relaxed) {
+            if shared.receiver_gone.load(Ordering::Relaxed) {
                 return Err(SendError::Disconnected);
             }
-            q = self
-                .shared
+            q = shared
                 .not_full
                 .wait_timeout(q, Duration::from_millis(50))
                 .map(|(g, _)| g)
@@ -139,7 +184,7 @@ impl<T> Sender<T> {
         }
         q.push_back(ev);
         drop(q);
-        self.shared.consumer.notify();
+        shared.consumer.notify();
         Ok(())
     }
 
@@ -147,11 +192,31 @@ impl<T> Sender<T> {
     /// capacity, recording how many events it overtook: the way an unaligned checkpoint's
     /// barrier overtakes in-flight data.
     pub fn send_barrier_priority(&self, mut barrier: Barrier) {
-        let mut q = lock(&self.shared.queue);
+        let shared = match &self.kind {
+            SenderKind::Local { shared, .. } => shared,
+            SenderKind::Remote(r) => return r.send_barrier_priority(barrier),
+        };
+        let mut q = lock(&shared.queue);
         barrier.overtaken = q.len();
         q.push_front(Event::Barrier(barrier));
         drop(q);
-        self.shared.consumer.notify();
+        shared.consumer.notify();
+    }
+
+    /// Events queued in a local channel right now (0 for a remote one).
+    pub fn queued(&self) -> usize {
+        match &self.kind {
+            SenderKind::Local { shared, .. } => lock(&shared.queue).len(),
+            SenderKind::Remote(_) => 0,
+        }
+    }
+
+    /// Whether the consumer of a local channel has gone.
+    pub fn receiver_gone(&self) -> bool {
+        match &self.kind {
+            SenderKind::Local { shared, .. } => shared.receiver_gone.load(Ordering::Relaxed),
+            SenderKind::Remote(_) => false,
+        }
     }
 }
 
@@ -163,6 +228,9 @@ impl<T> Receiver<T> {
         if ev.is_some() {
             drop(q);
             self.shared.not_full.notify_one();
+            if let Some(n) = &self.shared.on_take {
+                n.notify();
+            }
         }
         ev
     }
@@ -181,6 +249,9 @@ impl<T> Receiver<T> {
     pub fn drain(&self) -> Vec<Event<T>> {
         let v: Vec<_> = lock(&self.shared.queue).drain(..).collect();
         self.shared.not_full.notify_all();
+        if let Some(n) = &self.shared.on_take {
+            n.notify();
+        }
         v
     }
 }
@@ -189,6 +260,9 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.receiver_gone.store(true, Ordering::Relaxed);
         self.shared.not_full.notify_all();
+        if let Some(n) = &self.shared.on_take {
+            n.notify();
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::checkpoint::{
     Barrier, CheckpointingMode, OperatorSnapshot, RestoredState, SnapshotKind, decode, encode,
 };
 use crate::error::{JobError, OperatorError};
-use crate::graph::{AnyBox, EdgeWiring, HeadInit, ShipKind, Vertex, VertexKind};
+use crate::graph::{AnyBox, EdgeWiring, HeadInit, NetWiring, ShipKind, Vertex, VertexKind};
 use crate::key::Data;
 use crate::metrics::JobMetrics;
 use crate::operator::{BATCH_SIZE, ChainSnapshots, OperatorInit, Output};
@@ -38,6 +38,8 @@ pub(crate) struct TaskRuntime {
     pub checkpointing: Option<CheckpointRuntime>,
     pub fault: Option<FaultInjector>,
     pub subtask: u32,
+    /// Task (chain) index in the plan.
+    pub task: usize,
     pub head_uid: String,
     pub done: mpsc::Sender<TaskDone>,
 }
@@ -115,6 +117,8 @@ impl TaskRuntime {
                 attempt: self.attempt,
                 result,
                 late: false,
+                task: self.task,
+                subtask: self.subtask,
             });
         }
     }
@@ -872,6 +876,16 @@ impl JobPlan {
         })
     }
 
+    /// Slots a cluster needs: subtask `i` of every task shares slot `i`.
+    pub(crate) fn slots_needed(&self) -> u32 {
+        self.tasks.iter().map(|t| t.parallelism).max().unwrap_or(1)
+    }
+
+    /// Parallelism of every task (chain), by task index.
+    pub(crate) fn task_parallelisms(&self) -> Vec<u32> {
+        self.tasks.iter().map(|t| t.parallelism).collect()
+    }
+
     /// Total number of subtasks (threads) of one attempt.
     pub(crate) fn subtask_count(&self) -> usize {
         self.tasks.iter().map(|t| t.parallelism as usize).sum()
@@ -904,12 +918,63 @@ pub(crate) struct TaskDone {
     /// The task had already reported finishing its input; this is a failure while it
     /// lingered, which fails the attempt without counting the task twice.
     pub late: bool,
+    /// Task (chain) index in the plan.
+    pub task: usize,
+    /// Subtask.
+    pub subtask: u32,
 }
 
 /// A deployed attempt.
 pub(crate) struct Attempt {
     pub cancel: Arc<AtomicBool>,
-    pub all: Vec<Arc<TaskControl>>,
+    pub all: Arc<dyn TaskGateway>,
+}
+
+/// How the checkpoint coordinator reaches the tasks of an attempt, wherever they run.
+pub(crate) trait TaskGateway: Send + Sync {
+    /// Delivers `c` to every task.
+    fn broadcast(&self, c: Control);
+    /// How many subtasks the attempt has (each acknowledges every checkpoint).
+    fn task_count(&self) -> usize;
+}
+
+impl TaskGateway for Vec<Arc<TaskControl>> {
+    fn broadcast(&self, c: Control) {
+        for t in self {
+            t.push(c.clone());
+        }
+    }
+
+    fn task_count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Which subtasks of an attempt run in this process, and how to reach the others.
+pub(crate) struct Placement {
+    /// Worker per subtask index (every task's subtask `i` shares slot `i`).
+    pub slot_worker: Vec<usize>,
+    /// Data address per worker.
+    pub workers: Vec<String>,
+    /// This process's worker index.
+    pub me: usize,
+    /// This process's data port.
+    pub server: Arc<crate::cluster::exchange::DataServer>,
+    /// Reports a remote producer that vanished.
+    pub broken: crate::cluster::exchange::BrokenFn,
+}
+
+impl Placement {
+    pub(crate) fn is_local(&self, subtask: u32) -> bool {
+        self.slot_worker.get(subtask as usize) == Some(&self.me)
+    }
+
+    pub(crate) fn address_of(&self, subtask: u32) -> &str {
+        self.slot_worker
+            .get(subtask as usize)
+            .and_then(|w| self.workers.get(*w))
+            .map_or("", String::as_str)
+    }
 }
 
 /// Everything an attempt's tasks share.
@@ -921,6 +986,8 @@ pub(crate) struct AttemptContext {
     pub fault: Option<FaultInjector>,
     pub done: mpsc::Sender<TaskDone>,
     pub state_backend: Option<crate::state::StateBackendContext>,
+    /// Run only this process's share of the subtasks; `None` runs them all here.
+    pub placement: Option<Placement>,
 }
 
 fn restore_error(e: crate::checkpoint::restore::RestoreError) -> OperatorError {
@@ -955,7 +1022,7 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
         if plan.chained[vi] {
             continue;
         }
-        for e in &v.inputs {
+        for (input, e) in v.inputs.iter().enumerate() {
             let pointwise = e.kind == ShipKind::Forward && plan.par[e.from] == plan.par[vi];
             let wiring = EdgeWiring {
                 producers: plan.par[e.from],
@@ -965,8 +1032,20 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
                 notifies: &notifies[plan.task_of[vi]],
                 cancel: &cancel,
                 capacity: s.channel_capacity,
+                net: ctx.placement.as_ref().map(|placement| NetWiring {
+                    placement,
+                    attempt: ctx.attempt,
+                    edge: ((vi as u64) << 16) | input as u64,
+                }),
             };
-            let (outs, ins) = e.factory.connect(&wiring);
+            let (outs, ins) = e.factory.connect(&wiring).map_err(|source| {
+                cancel.store(true, Ordering::SeqCst);
+                JobError::TaskFailed {
+                    task: v.name.clone(),
+                    subtask: 0,
+                    source,
+                }
+            })?;
             for (p, o) in outs.into_iter().enumerate() {
                 exits[e.from][p].push(o);
             }
@@ -980,6 +1059,9 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
     let mut bodies = Vec::new();
     for (ti, task) in plan.tasks.iter().enumerate() {
         for sub in 0..task.parallelism {
+            if ctx.placement.as_ref().is_some_and(|p| !p.is_local(sub)) {
+                continue;
+            }
             let chain = task.chain.clone();
             let head = chain[0];
             let control = TaskControl::new(notifies[ti][sub as usize].clone());
@@ -1027,6 +1109,7 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
                 checkpointing: ctx.checkpointing.clone(),
                 fault: ctx.fault.clone(),
                 subtask: sub,
+                task: ti,
                 head_uid: plan.uids[head].clone(),
                 done: ctx.done.clone(),
             };
@@ -1074,10 +1157,17 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
                 )?;
                 h.run(&rt)
             };
-            bodies.push((task.name.clone(), head_name, sub, control_for_thread, body));
+            bodies.push((
+                ti,
+                task.name.clone(),
+                head_name,
+                sub,
+                control_for_thread,
+                body,
+            ));
         }
     }
-    for (task_name, head_name, sub, control, body) in bodies {
+    for (task_index, task_name, head_name, sub, control, body) in bodies {
         let done = ctx.done.clone();
         let task_cancel = cancel.clone();
         let attempt = ctx.attempt;
@@ -1108,6 +1198,8 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
                         attempt,
                         result,
                         late,
+                        task: task_index,
+                        subtask: sub,
                     });
                 }
             });
@@ -1116,7 +1208,10 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
             return Err(JobError::Spawn(e));
         }
     }
-    Ok(Attempt { cancel, all })
+    Ok(Attempt {
+        cancel,
+        all: Arc::new(all),
+    })
 }
 
 /// Gives every vertex a stable id: the user's `uid`, or one derived from its position and name

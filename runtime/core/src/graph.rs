@@ -52,8 +52,18 @@ pub(crate) type KeyGroupFn<T> = Arc<dyn Fn(&T) -> u32 + Send + Sync>;
 /// Creates the channels of one edge for its record type.
 pub(crate) trait EdgeFactory: Send + Sync {
     /// Returns, per producer subtask, its output (`Box<dyn Output<T>>`), and per consumer
-    /// subtask, its receivers (`Vec<Receiver<T>>`).
-    fn connect(&self, wiring: &EdgeWiring<'_>) -> (Vec<AnyBox>, Vec<AnyBox>);
+    /// subtask, its receivers (`Vec<Receiver<T>>`). With a placement, only the ends in this
+    /// process are real; channels to or from other processes go over the network.
+    fn connect(&self, wiring: &EdgeWiring<'_>)
+    -> Result<(Vec<AnyBox>, Vec<AnyBox>), OperatorError>;
+}
+
+/// Where the subtasks of an attempt run, when they are spread over TaskManagers.
+pub(crate) struct NetWiring<'a> {
+    pub placement: &'a crate::exec::Placement,
+    pub attempt: u64,
+    /// Consumer vertex and input index (`vertex << 16 | input`).
+    pub edge: u64,
 }
 
 pub(crate) struct EdgeWiring<'a> {
@@ -64,6 +74,7 @@ pub(crate) struct EdgeWiring<'a> {
     pub notifies: &'a [Arc<Notify>],
     pub cancel: &'a Arc<AtomicBool>,
     pub capacity: usize,
+    pub net: Option<NetWiring<'a>>,
 }
 
 pub(crate) struct TypedEdge<T> {
@@ -72,9 +83,10 @@ pub(crate) struct TypedEdge<T> {
 }
 
 impl<T: Data> EdgeFactory for TypedEdge<T> {
-    fn connect(&self, w: &EdgeWiring<'_>) -> (Vec<AnyBox>, Vec<AnyBox>) {
+    fn connect(&self, w: &EdgeWiring<'_>) -> Result<(Vec<AnyBox>, Vec<AnyBox>), OperatorError> {
         let mut receivers: Vec<Vec<Receiver<T>>> = (0..w.consumers).map(|_| Vec::new()).collect();
         let mut outputs: Vec<AnyBox> = Vec::with_capacity(w.producers as usize);
+        let here = |sub: u32| w.net.as_ref().is_none_or(|n| n.placement.is_local(sub));
         for p in 0..w.producers {
             let targets: Vec<u32> = if w.pointwise {
                 vec![p]
@@ -83,10 +95,45 @@ impl<T: Data> EdgeFactory for TypedEdge<T> {
             };
             let mut senders = Vec::with_capacity(targets.len());
             for &c in &targets {
-                let (tx, rx) =
-                    channel::<T>(w.capacity, w.notifies[c as usize].clone(), w.cancel.clone());
-                senders.push(tx);
-                receivers[c as usize].push(rx);
+                match (&w.net, here(p), here(c)) {
+                    (_, true, true) | (None, _, _) => {
+                        let (tx, rx) = channel::<T>(
+                            w.capacity,
+                            w.notifies[c as usize].clone(),
+                            w.cancel.clone(),
+                        );
+                        senders.push(tx);
+                        receivers[c as usize].push(rx);
+                    }
+                    (Some(n), true, false) => {
+                        let key = n.key(p, c);
+                        let address = n.placement.address_of(c);
+                        let tx =
+                            crate::cluster::exchange::outbound::<T>(address, key, w.cancel.clone())
+                                .map_err(|e| {
+                                    OperatorError::User(format!(
+                                        "connecting subtask {p} to subtask {c} at {address}: {e}"
+                                    ))
+                                })?;
+                        senders.push(tx);
+                    }
+                    (Some(n), false, true) => {
+                        let rx = crate::cluster::exchange::inbound::<T>(
+                            &n.placement.server,
+                            n.key(p, c),
+                            w.capacity,
+                            w.notifies[c as usize].clone(),
+                            w.cancel.clone(),
+                            n.placement.broken.clone(),
+                        );
+                        receivers[c as usize].push(rx);
+                    }
+                    (Some(_), false, false) => {}
+                }
+            }
+            if !here(p) {
+                outputs.push(discard_of::<T>());
+                continue;
             }
             let partitioner = if w.pointwise {
                 Partitioner::Forward
@@ -106,13 +153,24 @@ impl<T: Data> EdgeFactory for TypedEdge<T> {
             let out: Box<dyn Output<T>> = Box::new(ExchangeOutput::new(senders, partitioner));
             outputs.push(Box::new(out));
         }
-        (
+        Ok((
             outputs,
             receivers
                 .into_iter()
                 .map(|r| Box::new(r) as AnyBox)
                 .collect(),
-        )
+        ))
+    }
+}
+
+impl NetWiring<'_> {
+    fn key(&self, producer: u32, consumer: u32) -> crate::cluster::exchange::ChannelKey {
+        crate::cluster::exchange::ChannelKey {
+            attempt: self.attempt,
+            edge: self.edge,
+            producer,
+            consumer,
+        }
     }
 }
 

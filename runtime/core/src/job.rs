@@ -81,10 +81,12 @@ pub struct JobSettings {
     pub storage: Option<StorageFactory>,
     /// The keyed state backend; `None` keeps keyed state on the heap.
     pub state_backend: Option<crate::state::StateBackendFactory>,
+    /// Run the subtasks in the TaskManagers of this cluster instead of in this process.
+    pub cluster: Option<Arc<crate::cluster::JobManagerCluster>>,
 }
 
 impl JobSettings {
-    fn open(&self, uri: &str) -> Result<Arc<dyn CheckpointStorage>, JobError> {
+    pub(crate) fn open(&self, uri: &str) -> Result<Arc<dyn CheckpointStorage>, JobError> {
         match &self.storage {
             Some(f) => f(uri),
             None => open_storage(uri),
@@ -106,6 +108,7 @@ impl std::fmt::Debug for JobSettings {
                 "state_backend",
                 &self.state_backend.as_ref().map(|f| f.name()),
             )
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -467,24 +470,26 @@ impl Supervisor {
                 r.metadata.kind.is_savepoint(),
             ));
         }
-        let a = deploy(
-            &self.plan,
-            AttemptContext {
-                attempt,
-                metrics: self.metrics.clone(),
-                restore,
-                checkpointing: self.checkpointing.clone(),
-                fault: self.settings.fault.clone(),
-                done: done_tx,
-                state_backend: self.settings.state_backend.as_ref().map(|f| {
-                    crate::state::StateBackendContext {
-                        factory: f.clone(),
-                        job: self.plan.settings.name.clone(),
-                        storage: self.storage.clone(),
-                    }
-                }),
-            },
-        )?;
+        let ctx = AttemptContext {
+            attempt,
+            metrics: self.metrics.clone(),
+            restore,
+            checkpointing: self.checkpointing.clone(),
+            fault: self.settings.fault.clone(),
+            done: done_tx,
+            state_backend: self.settings.state_backend.as_ref().map(|f| {
+                crate::state::StateBackendContext {
+                    factory: f.clone(),
+                    job: self.plan.settings.name.clone(),
+                    storage: self.storage.clone(),
+                }
+            }),
+            placement: None,
+        };
+        let a = match &self.settings.cluster {
+            Some(c) => c.deploy(&self.plan, ctx)?,
+            None => deploy(&self.plan, ctx)?,
+        };
         let _ = self.coord.send(CoordMsg::Attach(
             crate::checkpoint::coordinator::AttemptInfo {
                 attempt,

@@ -13,6 +13,7 @@
 
 pub mod channel;
 pub mod checkpoint;
+pub mod cluster;
 pub mod error;
 mod exec;
 pub mod functions;

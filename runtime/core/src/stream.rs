@@ -165,6 +165,28 @@ impl StreamEnv {
         crate::job::start(JobPlan::new(v, s)?, job)
     }
 
+    /// A TaskManager of a cluster (see [`crate::cluster`]) for this job: binds its data port;
+    /// [`crate::cluster::taskmanager::TaskManager::run`] then serves the JobManager.
+    pub fn task_manager(
+        &self,
+        config: crate::cluster::TaskManagerConfig,
+    ) -> Result<Arc<crate::cluster::taskmanager::TaskManager>, JobError> {
+        let (v, s, job) = self.settings();
+        crate::cluster::taskmanager::start(JobPlan::new(v, s)?, job, config)
+    }
+
+    /// Runs this job's subtasks as a TaskManager of a cluster until `stop` is set: registers
+    /// with the JobManager, runs what it deploys here, and registers again when the
+    /// JobManager is lost.
+    pub fn run_task_manager(
+        &self,
+        config: crate::cluster::TaskManagerConfig,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<(), JobError> {
+        self.task_manager(config)?.run(stop);
+        Ok(())
+    }
+
     /// Runs the job until it finishes (bounded sources), fails or is cancelled.
     pub fn execute(&self) -> Result<JobOutcome, JobError> {
         self.start()?.wait()

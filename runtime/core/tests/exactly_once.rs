@@ -194,6 +194,7 @@ fn start_with(
             allow_non_restored_state: setup.allow_non_restored,
             storage: None,
             state_backend: None,
+            cluster: None,
         },
         ..Default::default()
     });

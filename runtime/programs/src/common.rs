@@ -5,13 +5,16 @@ use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use weir_connectors::CommittedFileSink;
 use weir_connectors::file::{FileSink, StdoutSink};
 use weir_core::sink::BlackholeSink;
 use weir_core::{Data, DataStream, ProgramArgs, ProgramError};
 
 /// Help text of the `sink` argument.
-pub const SINK_HELP: &str = "stdout (JSON lines), blackhole, or file:<dir> (JSON lines in \
-                             <dir>/part-<subtask>.jsonl)";
+pub const SINK_HELP: &str = "stdout (JSON lines), blackhole, file:<dir> (JSON lines in \
+                             <dir>/part-<subtask>.jsonl), or exactly-once-file:<dir> (JSON \
+                             lines in part files that appear when the checkpoint covering them \
+                             completes)";
 
 /// Where a program writes its results (the `sink` argument).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,17 +25,19 @@ pub enum SinkSpec {
     Blackhole,
     /// JSON lines in `<dir>/part-<subtask>.jsonl`.
     File(PathBuf),
+    /// JSON lines in part files committed with checkpoints (exactly-once).
+    ExactlyOnceFile(PathBuf),
 }
 
 /// A `sink` argument that is not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkSpecError {
     /// Neither `stdout`, `blackhole` nor `file:<dir>`.
-    #[error("unknown sink {0:?}: use stdout, blackhole or file:<dir>")]
+    #[error("unknown sink {0:?}: use stdout, blackhole, file:<dir> or exactly-once-file:<dir>")]
     Unknown(String),
     /// `file:` without a directory.
-    #[error("the file sink needs a directory: file:<dir>")]
-    MissingDir,
+    #[error("the file sink needs a directory: {0}<dir>")]
+    MissingDir(&'static str),
 }
 
 impl FromStr for SinkSpec {
@@ -42,11 +47,21 @@ impl FromStr for SinkSpec {
         match s.trim() {
             "stdout" => Ok(Self::Stdout),
             "blackhole" => Ok(Self::Blackhole),
-            other => match other.strip_prefix("file:") {
-                Some(dir) if dir.trim().is_empty() => Err(SinkSpecError::MissingDir),
-                Some(dir) => Ok(Self::File(PathBuf::from(dir.trim()))),
-                None => Err(SinkSpecError::Unknown(other.to_string())),
-            },
+            other => {
+                let (prefix, make): (&'static str, fn(PathBuf) -> Self) =
+                    if other.starts_with("exactly-once-file:") {
+                        ("exactly-once-file:", Self::ExactlyOnceFile)
+                    } else if other.starts_with("file:") {
+                        ("file:", Self::File)
+                    } else {
+                        return Err(SinkSpecError::Unknown(other.to_string()));
+                    };
+                let dir = other[prefix.len()..].trim();
+                if dir.is_empty() {
+                    return Err(SinkSpecError::MissingDir(prefix));
+                }
+                Ok(make(PathBuf::from(dir)))
+            }
         }
     }
 }
@@ -57,6 +72,7 @@ impl fmt::Display for SinkSpec {
             Self::Stdout => f.write_str("stdout"),
             Self::Blackhole => f.write_str("blackhole"),
             Self::File(dir) => write!(f, "file:{}", dir.display()),
+            Self::ExactlyOnceFile(dir) => write!(f, "exactly-once-file:{}", dir.display()),
         }
     }
 }
@@ -86,6 +102,9 @@ impl SinkSpec {
             Self::Stdout => stream.sink(name, StdoutSink::<T>::json()),
             Self::Blackhole => stream.sink(name, BlackholeSink),
             Self::File(dir) => stream.sink(name, FileSink::<T>::json(dir.clone())),
+            Self::ExactlyOnceFile(dir) => {
+                stream.sink(name, CommittedFileSink::<T>::json(dir.clone()))
+            }
         };
         sink.uid(uid)
     }
@@ -158,10 +177,22 @@ mod tests {
 
     #[test]
     fn sink_specs_parse_and_print() {
-        for s in ["stdout", "blackhole", "file:out/summaries"] {
+        for s in [
+            "stdout",
+            "blackhole",
+            "file:out/summaries",
+            "exactly-once-file:out/summaries",
+        ] {
             assert_eq!(s.parse::<SinkSpec>().unwrap().to_string(), s);
         }
-        assert_eq!("file:".parse::<SinkSpec>(), Err(SinkSpecError::MissingDir));
+        assert_eq!(
+            "file:".parse::<SinkSpec>(),
+            Err(SinkSpecError::MissingDir("file:"))
+        );
+        assert_eq!(
+            "exactly-once-file: ".parse::<SinkSpec>(),
+            Err(SinkSpecError::MissingDir("exactly-once-file:"))
+        );
         assert!(matches!(
             "kafka".parse::<SinkSpec>(),
             Err(SinkSpecError::Unknown(_))

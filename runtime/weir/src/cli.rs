@@ -37,6 +37,26 @@ pub enum Command {
     /// program, arguments or the snapshot to restore are invalid (nothing is started then).
     Run(RunArgs),
 
+    /// Run a StreamJob manifest as the JobManager of a cluster: like `weir run` (REST API,
+    /// metrics, checkpoints, savepoints, restarts, exit codes), but the subtasks run in
+    /// `weir taskmanager` processes that register here and offer slots.
+    ///
+    /// Subtask i of every operator runs in slot i; slots are taken in the order TaskManagers
+    /// registered. A TaskManager whose connection breaks, or that sends no heartbeat for
+    /// --heartbeat-timeout, is lost: the job restarts from its latest checkpoint as
+    /// spec.restartStrategy says, on the TaskManagers that are there (waiting up to
+    /// --slot-timeout for enough slots, e.g. for a replacement).
+    Jobmanager(JobManagerArgs),
+
+    /// Run the subtasks a `weir jobmanager` deploys here, for the StreamJob manifest it runs.
+    ///
+    /// Registers with the JobManager at --jobmanager (or $WEIR_JOBMANAGER_ADDRESS; several
+    /// comma-separated addresses are tried in turn, the leader accepts), offers
+    /// spec.taskManager.slots slots, exchanges data with other TaskManagers over its data port
+    /// with credit-based flow control, and registers again when the JobManager is lost. Stops
+    /// on SIGINT or SIGTERM.
+    Taskmanager(TaskManagerArgs),
+
     /// Take a savepoint of a job running in `weir run`, through its REST API, and print its
     /// path; with --stop, stop the job after the savepoint.
     ///
@@ -113,6 +133,66 @@ pub struct RunArgs {
     /// spec.job.initialSavepointPath or without state.
     #[arg(long)]
     pub from_latest_checkpoint: bool,
+}
+
+/// Arguments of `weir jobmanager`.
+#[derive(Debug, Args)]
+pub struct JobManagerArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Address TaskManagers connect to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:6123")]
+    pub rpc_address: SocketAddr,
+
+    /// How often TaskManagers send heartbeats.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A TaskManager that sends nothing for this long is lost (a killed one is noticed at once,
+    /// when its connection breaks; this bounds hung ones). Flink's default is 50s.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// How long a (re)deployment waits for enough task slots before it fails.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub slot_timeout: Duration,
+}
+
+/// Arguments of `weir taskmanager`.
+#[derive(Debug, Args)]
+pub struct TaskManagerArgs {
+    /// The StreamJob manifest (YAML) the JobManager runs.
+    pub manifest: PathBuf,
+
+    /// JobManager RPC address(es), comma-separated.
+    #[arg(
+        long,
+        value_name = "HOST:PORT[,HOST:PORT]",
+        env = "WEIR_JOBMANAGER_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub jobmanager: Vec<String>,
+
+    /// Address to bind the data port to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:6121")]
+    pub data_address: SocketAddr,
+
+    /// Data address other TaskManagers connect to (e.g. the pod IP), when not the bound one.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+
+    /// TaskManager id (default $POD_NAME, else host name and process id).
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// Slots to offer (default spec.taskManager.slots).
+    #[arg(long)]
+    pub slots: Option<u32>,
+
+    /// Address of this TaskManager's Prometheus /metrics (and /healthz).
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:9249")]
+    pub metrics_address: SocketAddr,
 }
 
 /// `weir checkpoints` subcommands.
@@ -233,8 +313,48 @@ pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
                 run_for: a.run_for,
                 from_savepoint: a.from_savepoint,
                 from_latest_checkpoint: a.from_latest_checkpoint,
+                cluster: None,
             },
         ),
+        Command::Jobmanager(a) => embedded::run(
+            registry,
+            &RunOptions {
+                manifest: a.run.manifest,
+                rest_address: a.run.rest_address,
+                quiet: a.run.quiet,
+                run_for: a.run.run_for,
+                from_savepoint: a.run.from_savepoint,
+                from_latest_checkpoint: a.run.from_latest_checkpoint,
+                cluster: Some(crate::cluster::JobManagerOptions {
+                    rpc_address: a.rpc_address,
+                    config: weir_core::cluster::ClusterConfig {
+                        heartbeat_interval: a.heartbeat_interval,
+                        heartbeat_timeout: a.heartbeat_timeout,
+                        slot_timeout: a.slot_timeout,
+                    },
+                }),
+            },
+        ),
+        Command::Taskmanager(a) => {
+            if a.jobmanager.is_empty() {
+                return Err(CliError::Usage(
+                    "no JobManager address: pass --jobmanager HOST:PORT or set                      WEIR_JOBMANAGER_ADDRESS"
+                        .into(),
+                ));
+            }
+            crate::cluster::run_task_manager(
+                registry,
+                &crate::cluster::TaskManagerOptions {
+                    manifest: a.manifest,
+                    jobmanagers: a.jobmanager,
+                    data_address: a.data_address,
+                    advertise: a.advertise,
+                    id: a.id,
+                    slots: a.slots,
+                    metrics_address: a.metrics_address,
+                },
+            )
+        }
         Command::Savepoint(a) => {
             let path = remote::savepoint(&SavepointOptions {
                 rest_address: a.rest_address,

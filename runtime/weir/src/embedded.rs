@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub from_savepoint: Option<String>,
     /// Start from the newest restorable checkpoint in `spec.checkpointing.storage`.
     pub from_latest_checkpoint: bool,
+    /// Run as the JobManager of a cluster: the subtasks run in TaskManager processes.
+    pub cluster: Option<crate::cluster::JobManagerOptions>,
 }
 
 /// A manifest whose program built its dataflow, ready to start.
@@ -155,6 +157,7 @@ pub fn job_settings(path: &Path, spec: &StreamJobSpec) -> Result<JobSettings, Cl
             spec.checkpointing.as_ref().and_then(|c| c.s3.as_ref()),
         ))),
         state_backend: crate::state::backend(path, spec)?,
+        cluster: None,
     })
 }
 
@@ -358,6 +361,11 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
         )?
     };
     settings.restore_from = restore.from.clone();
+    if let Some(c) = &opts.cluster
+        && !suspended
+    {
+        settings.cluster = Some(crate::cluster::bind_job_manager(c, &job.spec)?);
+    }
     let prepared = build(registry, &opts.manifest, job, settings)?;
     let name = prepared.name().to_string();
     let spec = &prepared.job.spec;

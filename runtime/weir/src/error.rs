@@ -73,6 +73,22 @@ pub enum CliError {
         source: std::io::Error,
     },
 
+    /// A cluster port (JobManager RPC, TaskManager data) could not be bound.
+    #[error(
+        "cannot listen on {address} for the {what}: {source}\nFix: pass a free address with {flag}, e.g. 127.0.0.1:0 to pick any free port."
+    )]
+    BindPort {
+        /// What the port is for.
+        what: &'static str,
+        /// The requested address.
+        address: String,
+        /// The option that sets it.
+        flag: &'static str,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The async runtime for the REST API or signal handling could not be set up.
     #[error("cannot start the REST/signal runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -156,6 +172,10 @@ pub enum CliError {
         message: String,
     },
 
+    /// The command line is incomplete (the message names what is missing and how to give it).
+    #[error("{0}")]
+    Usage(String),
+
     /// A path given on the command line does not exist.
     #[error("{}: no such file or directory", .0.display())]
     NoSuchPath(PathBuf),
@@ -194,7 +214,8 @@ impl CliError {
             | CliError::CheckpointStorage(_)
             | CliError::NoSuchPath(_)
             | CliError::ListStorage { .. }
-            | CliError::ReadPath { .. } => EXIT_USAGE,
+            | CliError::ReadPath { .. }
+            | CliError::Usage(_) => EXIT_USAGE,
             // The shell convention for "terminated by SIGINT".
             CliError::Interrupted => 130,
             _ => EXIT_FAILURE,

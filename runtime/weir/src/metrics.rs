@@ -294,6 +294,126 @@ impl Exporter {
     }
 }
 
+/// The metrics of a TaskManager process (`weir taskmanager`'s `/metrics`): its operator
+/// subtasks' counters and watermarks, labelled by subtask, and its memory.
+pub struct TaskManagerExporter {
+    registry: Registry,
+    tm: std::sync::Arc<weir_core::cluster::TaskManager>,
+    op_in: IntCounterVec,
+    op_out: IntCounterVec,
+    op_watermark: GaugeVec,
+    op_counter: IntCounterVec,
+    rss: IntGauge,
+    scrape: Mutex<()>,
+}
+
+impl std::fmt::Debug for TaskManagerExporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskManagerExporter")
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskManagerExporter {
+    /// Creates and registers every metric of `tm`.
+    pub fn new(
+        tm: std::sync::Arc<weir_core::cluster::TaskManager>,
+    ) -> Result<Self, prometheus::Error> {
+        let r = Registry::new_custom(None, None)?;
+        let labels = ["operator_id", "operator_name", "subtask"];
+        Ok(Self {
+            op_in: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "weir_taskmanager_operator_numRecordsIn",
+                        "Records that entered the operator subtask in this TaskManager.",
+                    ),
+                    &labels,
+                )?,
+            )?,
+            op_out: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "weir_taskmanager_operator_numRecordsOut",
+                        "Records the operator subtask emitted in this TaskManager.",
+                    ),
+                    &labels,
+                )?,
+            )?,
+            op_watermark: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "weir_taskmanager_operator_currentInputWatermark",
+                        "The operator subtask's input watermark (ms since the epoch).",
+                    ),
+                    &labels,
+                )?,
+            )?,
+            op_counter: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "weir_taskmanager_operator_counter",
+                        "Counters operators and connectors define, by name.",
+                    ),
+                    &["operator_id", "operator_name", "subtask", "counter"],
+                )?,
+            )?,
+            rss: register(
+                &r,
+                IntGauge::new(
+                    "weir_taskmanager_rss_bytes",
+                    "Resident memory of the TaskManager process, bytes.",
+                )?,
+            )?,
+            registry: r,
+            tm,
+            scrape: Mutex::new(()),
+        })
+    }
+
+    /// Refreshes every metric and renders the text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let _guard = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        for v in &self.tm.metrics().vertices {
+            for (i, s) in v.subtasks.iter().enumerate() {
+                let sub = i.to_string();
+                let labels = [v.uid.as_str(), v.name.as_str(), sub.as_str()];
+                let (rin, rout) = (
+                    s.records_in.load(std::sync::atomic::Ordering::Relaxed),
+                    s.records_out.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                let wm = s.watermark.load(std::sync::atomic::Ordering::Relaxed);
+                if rin == 0 && rout == 0 && wm == weir_core::metrics::NO_WATERMARK {
+                    // Never ran here.
+                    continue;
+                }
+                advance(&self.op_in.with_label_values(&labels), rin);
+                advance(&self.op_out.with_label_values(&labels), rout);
+                self.op_watermark
+                    .with_label_values(&labels)
+                    .set(watermark_value(
+                        (wm != weir_core::metrics::NO_WATERMARK).then_some(wm),
+                    ));
+                for (name, total) in s.counters() {
+                    let l = [v.uid.as_str(), v.name.as_str(), sub.as_str(), name.as_str()];
+                    advance(&self.op_counter.with_label_values(&l), total);
+                }
+            }
+        }
+        if let Some(mem) = process_memory() {
+            self.rss
+                .set(i64::try_from(mem.rss_bytes).unwrap_or(i64::MAX));
+        }
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
 /// Brings a Prometheus counter up to an engine total. Engine totals never decrease; should one
 /// ever appear to, the counter keeps its value instead of going backwards.
 fn advance(c: &IntCounter, total: u64) {

@@ -131,7 +131,7 @@ pub(crate) enum CoordMsg {
 /// What the coordinator needs of a running attempt.
 pub(crate) struct AttemptInfo {
     pub attempt: u64,
-    pub all: Vec<Arc<TaskControl>>,
+    pub all: Arc<dyn crate::exec::TaskGateway>,
     /// (uid, name, parallelism) of every vertex.
     pub operators: Vec<(String, String, u32)>,
 }
@@ -391,7 +391,10 @@ impl Coordinator {
                 for (uid, f) in files {
                     p.files.entry(uid).or_default().push(f);
                 }
-                let expected = self.attempt.as_ref().map_or(usize::MAX, |a| a.all.len());
+                let expected = self
+                    .attempt
+                    .as_ref()
+                    .map_or(usize::MAX, |a| a.all.task_count());
                 if p.acks >= expected {
                     self.complete(id);
                 }
@@ -522,9 +525,7 @@ impl Coordinator {
         }
         // Sources inject the barrier. Every other task gets it through its channels, or — if
         // its inputs have ended (or are about to) — directly, and snapshots its final state.
-        for t in &attempt.all {
-            t.push(Control::Trigger(barrier.clone()));
-        }
+        attempt.all.broadcast(Control::Trigger(barrier.clone()));
         lock(&self.setup.stats).upsert(CheckpointRecord {
             id,
             is_savepoint: kind.is_savepoint(),
@@ -621,9 +622,7 @@ impl Coordinator {
             });
             return;
         }
-        for t in &attempt.all {
-            t.push(Control::Complete(id));
-        }
+        attempt.all.broadcast(Control::Complete(id));
         self.consecutive_failures = 0;
         self.last_end = Some(Instant::now());
         {
@@ -727,9 +726,7 @@ impl Coordinator {
             return;
         };
         if let Some(a) = &self.attempt {
-            for t in &a.all {
-                t.push(Control::Abort(id));
-            }
+            a.all.broadcast(Control::Abort(id));
         }
         if let Some(s) = &self.setup.storage
             && !p.keep_files

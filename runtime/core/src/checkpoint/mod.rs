@@ -39,8 +39,8 @@ impl SnapshotKind {
     }
 }
 
-/// A checkpoint barrier as it travels through the dataflow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checkpoint barrier as it travels through the dataflow (and between TaskManagers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Barrier {
     /// Checkpoint id, increasing over the life of the job (across restarts).
     pub id: u64,

@@ -1,0 +1,516 @@
+//! The TaskManager process: registers its slots with the JobManager, runs the subtasks each
+//! deployment places on it, forwards their results and checkpoint acknowledgements, and
+//! heartbeats. When the JobManager goes silent for the heartbeat timeout (or its connection
+//! breaks) the TaskManager cancels what it runs and registers again — with the same
+//! JobManager once it is back, or with whichever of the configured addresses accepts it (the
+//! leader, when JobManagers run in high availability).
+
+use super::exchange::DataServer;
+use super::protocol::{ControlMessage, Deployment, SubtaskReport, ToJobManager, ToTaskManager};
+use super::wire::{read_json, write_json};
+use crate::checkpoint::coordinator::{Control, CoordMsg, SupervisorNote, run_writer};
+use crate::checkpoint::restore::RestoredJob;
+use crate::error::JobError;
+use crate::exec::{
+    Attempt, AttemptContext, CheckpointRuntime, JobPlan, Placement, TaskDone, deploy,
+};
+use crate::job::JobSettings;
+use crate::metrics::{JobMetrics, SubtaskMetrics, VertexMetrics};
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How a TaskManager runs.
+#[derive(Debug, Clone)]
+pub struct TaskManagerConfig {
+    /// Unique id (pod name, or host and pid).
+    pub id: String,
+    /// JobManager control addresses, tried in turn.
+    pub jobmanagers: Vec<String>,
+    /// Task slots offered.
+    pub slots: u32,
+    /// Address to bind the data port to.
+    pub data_bind: String,
+    /// Address other TaskManagers use for the data port (`None`: the bound address).
+    pub data_advertise: Option<String>,
+}
+
+/// The connection to the current JobManager, shared by every thread that reports to it.
+#[derive(Clone, Default)]
+struct Link(Arc<Mutex<Option<Arc<Mutex<TcpStream>>>>>);
+
+impl Link {
+    fn send(&self, msg: &ToJobManager) {
+        let conn = lock(&self.0).clone();
+        if let Some(c) = conn {
+            // A failed send surfaces as the JobManager's heartbeat timeout or a broken read.
+            let _ = write_json(&mut *lock(&c), msg);
+        }
+    }
+
+    fn set(&self, c: Option<Arc<Mutex<TcpStream>>>) {
+        *lock(&self.0) = c;
+    }
+}
+
+struct Running {
+    attempt: u64,
+    cancel: Arc<AtomicBool>,
+    all: Option<Arc<dyn crate::exec::TaskGateway>>,
+    /// Subtasks of the attempt still running here.
+    remaining: Arc<AtomicUsize>,
+    /// (vertex, subtask) of every operator subtask placed here.
+    local: Vec<(usize, u32)>,
+}
+
+/// A TaskManager: its data port, snapshot writer and metrics; [`TaskManager::run`] serves the
+/// JobManager.
+pub struct TaskManager {
+    plan: JobPlan,
+    settings: JobSettings,
+    config: TaskManagerConfig,
+    server: Arc<DataServer>,
+    data_address: String,
+    link: Link,
+    metrics: Arc<JobMetrics>,
+    checkpointing: Option<CheckpointRuntime>,
+    running: Mutex<Option<Running>>,
+}
+
+impl std::fmt::Debug for TaskManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskManager")
+            .field("id", &self.config.id)
+            .field("data_address", &self.data_address)
+            .finish()
+    }
+}
+
+/// Sets up a TaskManager for `plan`: binds its data port and starts its snapshot writer.
+pub(crate) fn start(
+    plan: JobPlan,
+    settings: JobSettings,
+    config: TaskManagerConfig,
+) -> Result<Arc<TaskManager>, JobError> {
+    let server = DataServer::bind(config.data_bind.as_str()).map_err(|e| {
+        JobError::Failed(format!(
+            "cannot bind the data port {}: {e}",
+            config.data_bind
+        ))
+    })?;
+    let data_address = config
+        .data_advertise
+        .clone()
+        .unwrap_or_else(|| server.address().to_string());
+    let link = Link::default();
+    let metrics = Arc::new(JobMetrics {
+        vertices: plan
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(vi, v)| VertexMetrics {
+                uid: plan.uids[vi].clone(),
+                name: v.name.clone(),
+                is_source: v.kind == crate::graph::VertexKind::Source,
+                is_sink: v.kind == crate::graph::VertexKind::Sink,
+                subtasks: (0..plan.par[vi])
+                    .map(|_| Arc::new(SubtaskMetrics::default()))
+                    .collect(),
+            })
+            .collect(),
+    });
+    let checkpointing = match &settings.checkpoint {
+        Some(c) => {
+            let storage = settings.open(&c.storage)?;
+            let (w_tx, w_rx) = mpsc::channel();
+            let (coord_tx, coord_rx) = mpsc::channel::<CoordMsg>();
+            let (note_tx, note_rx) = mpsc::channel::<SupervisorNote>();
+            let (st, fault) = (storage.clone(), settings.fault.clone());
+            let coord2 = coord_tx.clone();
+            spawn("snapshot-writer", move || {
+                run_writer(w_rx, st, coord2, note_tx, fault)
+            })?;
+            let l = link.clone();
+            spawn("tm-coord", move || {
+                for m in coord_rx {
+                    let msg = match m {
+                        CoordMsg::Ack {
+                            attempt,
+                            id,
+                            files,
+                            alignment_ms,
+                            task,
+                        } => ToJobManager::Ack {
+                            attempt,
+                            id,
+                            files,
+                            alignment_ms,
+                            task,
+                        },
+                        CoordMsg::Decline {
+                            attempt,
+                            id,
+                            reason,
+                        } => ToJobManager::Decline {
+                            attempt,
+                            id,
+                            reason,
+                        },
+                        CoordMsg::Shutdown => ToJobManager::Shutdown,
+                        _ => continue,
+                    };
+                    l.send(&msg);
+                }
+            })?;
+            let l = link.clone();
+            spawn("tm-notes", move || {
+                for n in note_rx {
+                    if let SupervisorNote::Fail { attempt, reason } = n {
+                        l.send(&ToJobManager::TaskDone {
+                            attempt,
+                            task: usize::MAX,
+                            subtask: 0,
+                            late: true,
+                            error: Some(reason),
+                        });
+                    }
+                }
+            })?;
+            Some(CheckpointRuntime {
+                mode: c.mode,
+                max_parallelism: plan.settings.max_parallelism,
+                storage,
+                writer: w_tx,
+                coord: coord_tx,
+            })
+        }
+        None => None,
+    };
+    Ok(Arc::new(TaskManager {
+        plan,
+        settings,
+        config,
+        server,
+        data_address,
+        link,
+        metrics,
+        checkpointing,
+        running: Mutex::new(None),
+    }))
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), JobError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(JobError::Spawn)
+}
+
+impl TaskManager {
+    /// Serves the JobManager(s) until `stop` is set: registers, runs what is deployed here,
+    /// and registers again (trying each configured address in turn) when the JobManager is
+    /// lost.
+    pub fn run(self: &Arc<Self>, stop: Arc<AtomicBool>) {
+        let mut next = 0usize;
+        while !stop.load(Ordering::SeqCst) {
+            let n = self.config.jobmanagers.len().max(1);
+            let address = self
+                .config
+                .jobmanagers
+                .get(next % n)
+                .cloned()
+                .unwrap_or_default();
+            next += 1;
+            if let Err(e) = self.session(&address, &stop) {
+                tracing::debug!("JobManager {address}: {e}");
+            }
+            self.cancel_running(Duration::from_secs(30));
+            if !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        self.cancel_running(Duration::from_secs(30));
+    }
+
+    /// The address other TaskManagers send data to.
+    pub fn data_address(&self) -> &str {
+        &self.data_address
+    }
+
+    /// One registration with one JobManager, until it is lost or `stop` is set.
+    fn session(self: &Arc<Self>, address: &str, stop: &Arc<AtomicBool>) -> io::Result<()> {
+        let mut stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write_json(
+            &mut stream,
+            &ToJobManager::Register {
+                id: self.config.id.clone(),
+                slots: self.config.slots,
+                data_address: self.data_address.clone(),
+            },
+        )?;
+        let (interval, timeout) = match read_json::<ToTaskManager>(&mut stream)? {
+            ToTaskManager::Registered {
+                heartbeat_interval_ms,
+                heartbeat_timeout_ms,
+            } => (
+                Duration::from_millis(heartbeat_interval_ms.max(1)),
+                Duration::from_millis(heartbeat_timeout_ms.max(1)),
+            ),
+            ToTaskManager::Rejected { reason } => {
+                return Err(io::Error::other(format!("registration refused: {reason}")));
+            }
+            other => return Err(io::Error::other(format!("unexpected {other:?}"))),
+        };
+        tracing::info!("registered with JobManager {address}");
+        stream.set_read_timeout(Some(timeout))?;
+        let conn = Arc::new(Mutex::new(stream.try_clone()?));
+        self.link.set(Some(conn.clone()));
+        let alive = Arc::new(AtomicBool::new(true));
+        {
+            let (alive, conn, stop, me) = (alive.clone(), conn.clone(), stop.clone(), self.clone());
+            std::thread::Builder::new()
+                .name("tm-heartbeat".into())
+                .spawn(move || {
+                    while alive.load(Ordering::SeqCst) {
+                        if stop.load(Ordering::SeqCst) {
+                            // Stopping looks like a crash to the JobManager: the connection
+                            // closes and whatever ran here fails the attempt.
+                            let _ = lock(&conn).shutdown(Shutdown::Both);
+                            return;
+                        }
+                        let beat = ToJobManager::Heartbeat {
+                            metrics: me.reports(),
+                        };
+                        if write_json(&mut *lock(&conn), &beat).is_err() {
+                            return;
+                        }
+                        let deadline = Instant::now() + interval;
+                        while Instant::now() < deadline && alive.load(Ordering::SeqCst) {
+                            if stop.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                })?;
+        }
+        let mut reader = io::BufReader::new(stream);
+        let result = loop {
+            let msg = match read_json::<ToTaskManager>(&mut reader) {
+                Ok(m) => m,
+                Err(e) => break Err(e),
+            };
+            match msg {
+                ToTaskManager::Heartbeat
+                | ToTaskManager::Registered { .. }
+                | ToTaskManager::Rejected { .. } => {}
+                ToTaskManager::Deploy(d) => {
+                    let me = self.clone();
+                    std::thread::Builder::new()
+                        .name("tm-deploy".into())
+                        .spawn(move || me.deploy(d))?;
+                }
+                ToTaskManager::Cancel { attempt } => {
+                    if let Some(r) = lock(&self.running).as_ref()
+                        && r.attempt == attempt
+                    {
+                        r.cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+                ToTaskManager::Control { attempt, control } => {
+                    let all = lock(&self.running)
+                        .as_ref()
+                        .filter(|r| r.attempt == attempt)
+                        .and_then(|r| r.all.clone());
+                    if let Some(all) = all {
+                        all.broadcast(match control {
+                            ControlMessage::Trigger(b) => Control::Trigger(b),
+                            ControlMessage::Complete(id) => Control::Complete(id),
+                            ControlMessage::Abort(id) => Control::Abort(id),
+                        });
+                    }
+                }
+            }
+        };
+        alive.store(false, Ordering::SeqCst);
+        self.link.set(None);
+        let _ = lock(&conn).shutdown(Shutdown::Both);
+        result
+    }
+
+    /// Totals of the operator subtasks the current attempt runs here.
+    fn reports(&self) -> Vec<SubtaskReport> {
+        let local = lock(&self.running)
+            .as_ref()
+            .map(|r| r.local.clone())
+            .unwrap_or_default();
+        local
+            .into_iter()
+            .filter_map(|(vertex, subtask)| {
+                let m = self
+                    .metrics
+                    .vertices
+                    .get(vertex)?
+                    .subtasks
+                    .get(subtask as usize)?;
+                Some(SubtaskReport {
+                    vertex,
+                    subtask,
+                    records_in: m.records_in.load(Ordering::Relaxed),
+                    records_out: m.records_out.load(Ordering::Relaxed),
+                    watermark: m.watermark.load(Ordering::Relaxed),
+                    counters: m.counters(),
+                })
+            })
+            .collect()
+    }
+
+    /// This TaskManager's operator metrics (every subtask it ever ran, cumulative).
+    pub fn metrics(&self) -> &Arc<JobMetrics> {
+        &self.metrics
+    }
+
+    /// Cancels the running attempt and waits (bounded) for its tasks to end, so that the next
+    /// one does not meet their state or ports.
+    fn cancel_running(&self, wait: Duration) {
+        let Some(r) = lock(&self.running).take() else {
+            return;
+        };
+        r.cancel.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + wait;
+        while r.remaining.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn deploy(self: Arc<Self>, d: Deployment) {
+        let attempt = d.attempt;
+        self.cancel_running(Duration::from_secs(30));
+        self.server.forget_before(attempt);
+        if let Err(e) = self.try_deploy(d) {
+            self.link.send(&ToJobManager::DeployFailed {
+                attempt,
+                error: e.to_string(),
+            });
+        }
+    }
+
+    fn try_deploy(self: &Arc<Self>, d: Deployment) -> Result<(), JobError> {
+        let attempt = d.attempt;
+        let restore = match &d.restore_from {
+            Some(path) => {
+                let st = self.settings.open(path)?;
+                let job = RestoredJob::load(st.as_ref(), path)
+                    .map_err(|e| JobError::Checkpoint(e.to_string()))?;
+                Some(Arc::new(job))
+            }
+            None => None,
+        };
+        let local = self
+            .plan
+            .task_parallelisms()
+            .iter()
+            .map(|&p| {
+                (0..p)
+                    .filter(|s| d.slot_worker.get(*s as usize) == Some(&d.you))
+                    .count()
+            })
+            .sum::<usize>();
+        let remaining = Arc::new(AtomicUsize::new(local));
+        let local_subtasks: Vec<(usize, u32)> = self
+            .plan
+            .par
+            .iter()
+            .enumerate()
+            .flat_map(|(v, &p)| (0..p).map(move |s| (v, s)))
+            .filter(|(_, s)| d.slot_worker.get(*s as usize) == Some(&d.you))
+            .collect();
+        let (done_tx, done_rx) = mpsc::channel::<TaskDone>();
+        let cancel_slot = Arc::new(AtomicBool::new(false));
+        *lock(&self.running) = Some(Running {
+            attempt,
+            cancel: cancel_slot.clone(),
+            all: None,
+            remaining: remaining.clone(),
+            local: local_subtasks,
+        });
+        {
+            let (link, remaining, me) = (self.link.clone(), remaining.clone(), self.clone());
+            spawn("tm-results", move || {
+                for t in done_rx {
+                    if !t.late {
+                        remaining.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    // The final counts go first, so the job's totals are complete at its end.
+                    link.send(&ToJobManager::Heartbeat {
+                        metrics: me.reports(),
+                    });
+                    link.send(&ToJobManager::TaskDone {
+                        attempt: t.attempt,
+                        task: t.task,
+                        subtask: t.subtask,
+                        late: t.late,
+                        error: t.result.err().map(|e| e.to_string()),
+                    });
+                }
+            })?;
+        }
+        let broken_link = self.link.clone();
+        let placement = Placement {
+            slot_worker: d.slot_worker,
+            workers: d.workers,
+            me: d.you,
+            server: self.server.clone(),
+            broken: Arc::new(move |why: String| {
+                broken_link.send(&ToJobManager::TaskDone {
+                    attempt,
+                    task: usize::MAX,
+                    subtask: 0,
+                    late: true,
+                    error: Some(why),
+                });
+            }),
+        };
+        let a: Attempt = deploy(
+            &self.plan,
+            AttemptContext {
+                attempt,
+                metrics: self.metrics.clone(),
+                restore,
+                checkpointing: self.checkpointing.clone(),
+                fault: self.settings.fault.clone(),
+                done: done_tx,
+                state_backend: self.settings.state_backend.as_ref().map(|f| {
+                    crate::state::StateBackendContext {
+                        factory: f.clone(),
+                        job: self.plan.settings.name.clone(),
+                        storage: self.checkpointing.as_ref().map(|c| c.storage.clone()),
+                    }
+                }),
+                placement: Some(placement),
+            },
+        )?;
+        let mut g = lock(&self.running);
+        match g.as_mut() {
+            Some(r) if r.attempt == attempt => {
+                // The attempt may have been cancelled while it deployed.
+                if r.cancel.load(Ordering::SeqCst) {
+                    a.cancel.store(true, Ordering::SeqCst);
+                }
+                r.cancel = a.cancel.clone();
+                r.all = Some(a.all.clone());
+            }
+            _ => a.cancel.store(true, Ordering::SeqCst),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! `weir jobmanager` and `weir taskmanager`: the two processes of a cluster, each configured
+//! from the same StreamJob manifest (mounted as a file in Kubernetes) plus a few options or
+//! environment variables (`POD_NAME`, `WEIR_JOBMANAGER_ADDRESS`) that the operator sets.
+//!
+//! The JobManager is `weir run` whose subtasks run in TaskManagers instead of in-process: the
+//! same REST API, metrics, checkpoints, savepoints and restart strategy. Every TaskManager
+//! builds the manifest's program itself, so nothing but positions crosses the wire at
+//! deployment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use weir_api::StreamJobSpec;
+use weir_core::Registry;
+use weir_core::cluster::{ClusterConfig, JobManagerCluster, TaskManagerConfig};
+
+use crate::embedded::{build, job_settings, load_manifest};
+use crate::error::CliError;
+use crate::metrics::TaskManagerExporter;
+
+/// How `weir jobmanager` listens for TaskManagers.
+#[derive(Debug, Clone)]
+pub struct JobManagerOptions {
+    /// Address of the RPC port TaskManagers connect to.
+    pub rpc_address: SocketAddr,
+    /// Heartbeats, loss detection and the wait for slots.
+    pub config: ClusterConfig,
+}
+
+/// Binds the JobManager's RPC port and says where it is.
+pub fn bind_job_manager(
+    o: &JobManagerOptions,
+    spec: &StreamJobSpec,
+) -> Result<Arc<JobManagerCluster>, CliError> {
+    let c = JobManagerCluster::bind(o.rpc_address, o.config.clone()).map_err(|source| {
+        CliError::BindPort {
+            what: "JobManager RPC port",
+            address: o.rpc_address.to_string(),
+            flag: "--rpc-address",
+            source,
+        }
+    })?;
+    eprintln!(
+        "JobManager RPC on {}; waiting for TaskManagers with {} slot(s) in all \
+         (spec.job.parallelism); a TaskManager is lost after {:?} without a heartbeat",
+        c.address(),
+        spec.job.parallelism,
+        o.config.heartbeat_timeout
+    );
+    Ok(c)
+}
+
+/// What `weir taskmanager` does.
+#[derive(Debug, Clone)]
+pub struct TaskManagerOptions {
+    /// The StreamJob manifest.
+    pub manifest: PathBuf,
+    /// JobManager RPC addresses, tried in turn (the leader accepts).
+    pub jobmanagers: Vec<String>,
+    /// Where to bind the data port.
+    pub data_address: SocketAddr,
+    /// The data address other TaskManagers use, when not the bound one (a pod IP, say).
+    pub advertise: Option<String>,
+    /// This TaskManager's id; default `$POD_NAME`, else host name and process id.
+    pub id: Option<String>,
+    /// Slots offered; default `spec.taskManager.slots`.
+    pub slots: Option<u32>,
+    /// Where to serve `/metrics` and `/healthz`.
+    pub metrics_address: SocketAddr,
+}
+
+fn default_id() -> String {
+    if let Ok(p) = std::env::var("POD_NAME")
+        && !p.is_empty()
+    {
+        return p;
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "taskmanager".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// `weir taskmanager`: serves the JobManager until SIGINT or SIGTERM.
+pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Result<(), CliError> {
+    let job = load_manifest(&opts.manifest)?;
+    let settings = job_settings(&opts.manifest, &job.spec)?;
+    let slots = opts.slots.unwrap_or(job.spec.task_manager.slots).max(1);
+    let prepared = build(registry, &opts.manifest, job, settings)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("weir-tm-http")
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let metrics_listener =
+        std::net::TcpListener::bind(opts.metrics_address).map_err(|source| CliError::BindPort {
+            what: "TaskManager metrics",
+            address: opts.metrics_address.to_string(),
+            flag: "--metrics-address",
+            source,
+        })?;
+    // Checked here so that a busy port is this command's error, with its fix.
+    drop(
+        std::net::TcpListener::bind(opts.data_address).map_err(|source| CliError::BindPort {
+            what: "TaskManager data port",
+            address: opts.data_address.to_string(),
+            flag: "--data-address",
+            source,
+        })?,
+    );
+    let data_bind = opts.data_address.to_string();
+    let id = opts.id.clone().unwrap_or_else(default_id);
+    eprintln!(
+        "TaskManager {id}: {slots} slot(s) for {}; JobManager {}",
+        prepared.name(),
+        opts.jobmanagers.join(", ")
+    );
+    let config = TaskManagerConfig {
+        id,
+        jobmanagers: opts.jobmanagers.clone(),
+        slots,
+        data_bind,
+        data_advertise: opts.advertise.clone(),
+    };
+    let tm = prepared.env.task_manager(config).map_err(CliError::Start)?;
+    let exporter = Arc::new(TaskManagerExporter::new(tm.clone()).map_err(CliError::Metrics)?);
+    let metrics_bound = metrics_listener.local_addr().map_err(CliError::Runtime)?;
+    metrics_listener
+        .set_nonblocking(true)
+        .map_err(CliError::Runtime)?;
+    let listener = {
+        let _enter = rt.enter();
+        tokio::net::TcpListener::from_std(metrics_listener).map_err(CliError::Runtime)?
+    };
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let exporter = exporter.clone();
+                async move {
+                    match exporter.render() {
+                        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
+                            .into_response(),
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                        }
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
+    let signals = rt.block_on(Signals::install()).map_err(CliError::Runtime)?;
+    rt.spawn(signals.stop(stop.clone()));
+    eprintln!(
+        "TaskManager data port {}; metrics on http://{metrics_bound}/metrics",
+        tm.data_address()
+    );
+    tm.run(stop);
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, which stop the TaskManager (its tasks then fail over).
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    async fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    async fn stop(mut self, stop: Arc<AtomicBool>) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping the TaskManager");
+        stop.store(true, Ordering::SeqCst);
+    }
+}
