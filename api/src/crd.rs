@@ -868,6 +868,15 @@ pub struct JobManagerSpec {
     #[serde(default)]
     pub resources: ResourceSpec,
 
+    /// Leader election between the job managers when `replicas` is 2: timing of the
+    /// `coordination.k8s.io/v1` Lease they share. Only the leader runs the job.
+    #[serde(default)]
+    pub leader_election: LeaderElectionSpec,
+
+    /// Heartbeats between the job manager and its task managers.
+    #[serde(default)]
+    pub heartbeat: HeartbeatSpec,
+
     /// Pod template merged into the generated job manager pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::preserve_unknown_object")]
@@ -879,7 +888,63 @@ impl Default for JobManagerSpec {
         JobManagerSpec {
             replicas: 1,
             resources: ResourceSpec::default(),
+            leader_election: LeaderElectionSpec::default(),
+            heartbeat: HeartbeatSpec::default(),
             pod_template: None,
+        }
+    }
+}
+
+/// Timing of the job managers' leader election (client-go's and Flink's defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElectionSpec {
+    /// How long the Lease stays valid after the leader's last renewal; a standby takes over a
+    /// crashed leader after at most this long. At least `1s`.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration: Duration,
+
+    /// How long a leader keeps leading without a successful renewal before it stops acting;
+    /// shorter than `leaseDuration`, so it stops before a standby may start.
+    #[serde(default = "default_renew_deadline")]
+    pub renew_deadline: Duration,
+
+    /// How often the leader renews the Lease and standbys look at it; shorter than
+    /// `renewDeadline`.
+    #[serde(default = "default_retry_period")]
+    pub retry_period: Duration,
+}
+
+impl Default for LeaderElectionSpec {
+    fn default() -> Self {
+        LeaderElectionSpec {
+            lease_duration: default_lease_duration(),
+            renew_deadline: default_renew_deadline(),
+            retry_period: default_retry_period(),
+        }
+    }
+}
+
+/// Heartbeats between the job manager and its task managers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeartbeatSpec {
+    /// How often task managers send a heartbeat (with their metrics).
+    #[serde(default = "default_heartbeat_interval")]
+    pub interval: Duration,
+
+    /// A task manager that sends nothing for this long is lost and its tasks are restored
+    /// elsewhere (a killed one is noticed at once, when its connection breaks; this bounds hung
+    /// ones). Flink's default is 50s. More than `interval`.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub timeout: Duration,
+}
+
+impl Default for HeartbeatSpec {
+    fn default() -> Self {
+        HeartbeatSpec {
+            interval: default_heartbeat_interval(),
+            timeout: default_heartbeat_timeout(),
         }
     }
 }
@@ -1110,6 +1175,26 @@ const fn one() -> u32 {
 
 const fn default_max_parallelism() -> u32 {
     128
+}
+
+const fn default_lease_duration() -> Duration {
+    Duration::from_secs(15)
+}
+
+const fn default_renew_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+
+const fn default_retry_period() -> Duration {
+    Duration::from_secs(2)
+}
+
+const fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+const fn default_heartbeat_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 const fn default_checkpoint_interval() -> Duration {

@@ -15,10 +15,11 @@ pub mod validation;
 
 pub use crd::{
     CheckpointInfo, CheckpointingMode, CheckpointingSpec, DeletionPolicy, ExponentialDelayRestart,
-    FailureRateRestart, FixedDelayRestart, JobManagerSpec, JobSpec, JobStatus, JobTargetState,
-    LifecycleState, ResourceSpec, RestartStrategy, RetentionOnCancel, S3CredentialsSecret,
-    S3StorageSpec, SavepointRecord, SavepointTriggerType, StateBackend, StateSpec, StreamJob,
-    StreamJobSpec, StreamJobStatus, TaskManagerSpec, UnalignedCheckpointSpec, UpgradeMode,
+    FailureRateRestart, FixedDelayRestart, HeartbeatSpec, JobManagerSpec, JobSpec, JobStatus,
+    JobTargetState, LeaderElectionSpec, LifecycleState, ResourceSpec, RestartStrategy,
+    RetentionOnCancel, S3CredentialsSecret, S3StorageSpec, SavepointRecord, SavepointTriggerType,
+    StateBackend, StateSpec, StreamJob, StreamJobSpec, StreamJobStatus, TaskManagerSpec,
+    UnalignedCheckpointSpec, UpgradeMode,
 };
 pub use duration::{Duration, DurationParseError};
 pub use manifest::{ManifestError, parse_manifest};

@@ -254,6 +254,49 @@ fn validate_job_manager(errs: &mut ValidationErrors, jm: &JobManagerSpec) {
     }
     validate_resources(errs, "spec.jobManager", &jm.resources);
     validate_pod_template(errs, "spec.jobManager", jm.pod_template.as_ref());
+    let le = &jm.leader_election;
+    if le.lease_duration < Duration::from_secs(1) {
+        errs.push(
+            "spec.jobManager.leaderElection.leaseDuration",
+            format!(
+                "must be at least 1s, the Lease stores whole seconds (found {})",
+                le.lease_duration
+            ),
+            "set spec.jobManager.leaderElection.leaseDuration to 1s or more (15s is the default)",
+        );
+    }
+    if le.renew_deadline >= le.lease_duration {
+        errs.push(
+            "spec.jobManager.leaderElection.renewDeadline",
+            format!(
+                "must be shorter than leaseDuration ({}), or two leaders could overlap (found {})",
+                le.lease_duration, le.renew_deadline
+            ),
+            "lower spec.jobManager.leaderElection.renewDeadline or raise leaseDuration",
+        );
+    }
+    if le.retry_period.is_zero() || le.retry_period >= le.renew_deadline {
+        errs.push(
+            "spec.jobManager.leaderElection.retryPeriod",
+            format!(
+                "must be positive and shorter than renewDeadline ({}) (found {})",
+                le.renew_deadline, le.retry_period
+            ),
+            "lower spec.jobManager.leaderElection.retryPeriod (2s is the default)",
+        );
+    }
+    let hb = &jm.heartbeat;
+    if hb.interval.is_zero() || hb.interval >= hb.timeout {
+        errs.push(
+            "spec.jobManager.heartbeat.interval",
+            format!(
+                "must be positive and shorter than spec.jobManager.heartbeat.timeout ({}) \
+                 (found {})",
+                hb.timeout, hb.interval
+            ),
+            "set spec.jobManager.heartbeat.interval below the timeout, e.g. 1s with a 10s timeout",
+        );
+    }
 }
 
 fn validate_task_manager(errs: &mut ValidationErrors, tm: &TaskManagerSpec) {
@@ -641,6 +684,27 @@ mod tests {
                 "spec.checkpointing.storage",
             ]
         );
+    }
+
+    #[test]
+    fn leader_election_and_heartbeat_timing() {
+        let mut spec = StreamJobSpec::for_program("orders");
+        spec.validate().unwrap();
+        spec.job_manager.leader_election.lease_duration = Duration::from_millis(500);
+        spec.job_manager.leader_election.renew_deadline = Duration::from_secs(2);
+        spec.job_manager.heartbeat.interval = Duration::from_secs(10);
+        let errs = spec.validate().unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.jobManager.leaderElection.leaseDuration",
+                "spec.jobManager.leaderElection.renewDeadline",
+                "spec.jobManager.leaderElection.retryPeriod",
+                "spec.jobManager.heartbeat.interval",
+            ]
+        );
+        assert!(errs.errors()[1].fix.contains("raise leaseDuration"));
     }
 
     #[test]

@@ -121,8 +121,8 @@ struct CommittedFileWriter<T> {
     run: i64,
     next: u64,
     current: Option<Part>,
-    /// Closed parts per checkpoint, waiting for it to complete.
-    pending: BTreeMap<u64, Vec<String>>,
+    /// Closed parts (visible paths) per checkpoint, waiting for it to complete.
+    pending: BTreeMap<u64, Vec<PathBuf>>,
     line: Vec<u8>,
 }
 
@@ -161,8 +161,8 @@ impl<T> CommittedFileWriter<T> {
             .ok_or_else(|| LineSinkError::Format("no part file".into()))
     }
 
-    /// Flushes, syncs and closes the current part; its name, if it had one.
-    fn close(&mut self) -> Result<Option<String>, LineSinkError> {
+    /// Flushes, syncs and closes the current part; its visible path, if it had one.
+    fn close(&mut self) -> Result<Option<PathBuf>, LineSinkError> {
         let Some(mut p) = self.current.take() else {
             return Ok(None);
         };
@@ -171,23 +171,43 @@ impl<T> CommittedFileWriter<T> {
             .get_ref()
             .sync_all()
             .map_err(|e| self.write_error(&p.name, e))?;
-        Ok(Some(p.name))
+        Ok(Some(self.dir.join(p.name)))
     }
 
     /// Makes a part visible; idempotent, since a restore repeats what a failure interrupted.
-    fn publish(&self, name: &str) -> Result<(), LineSinkError> {
-        let from = self.dir.join(hidden(name));
-        let to = self.dir.join(name);
+    /// `part` is the visible path; the part is renamed in the directory it was written to, even
+    /// when the sink writes elsewhere since.
+    fn publish(&self, part: &Path) -> Result<(), LineSinkError> {
+        let (Some(dir), Some(name)) = (part.parent(), part.file_name()) else {
+            return Err(LineSinkError::Format(format!(
+                "not a part file path: {}",
+                part.display()
+            )));
+        };
+        let from = dir.join(hidden(&name.to_string_lossy()));
+        let to = part.to_path_buf();
         match std::fs::rename(&from, &to) {
             Ok(()) => Ok(()),
             Err(_) if to.exists() => Ok(()),
+            Err(source) if source.kind() == io::ErrorKind::NotFound => Err(LineSinkError::Write {
+                path: from,
+                source: io::Error::new(
+                    source.kind(),
+                    format!(
+                        "this part of a completed checkpoint is gone and {} does not exist \
+                             either: were files removed from the output directory while the job \
+                             ran? Restore from a snapshot taken after that, or without state",
+                        to.display()
+                    ),
+                ),
+            }),
             Err(source) => Err(LineSinkError::Write { path: from, source }),
         }
     }
 }
 
-/// What a checkpoint holds per pending checkpoint: (checkpoint id, part names).
-type PendingParts = (u64, Vec<String>);
+/// What a checkpoint holds per pending checkpoint: (checkpoint id, visible paths of the parts).
+type PendingParts = (u64, Vec<PathBuf>);
 
 impl<T: Send> SinkWriter<T> for CommittedFileWriter<T> {
     fn write(&mut self, rec: Record<T>) -> Result<(), OperatorError> {

@@ -83,6 +83,9 @@ pub struct JobSettings {
     pub state_backend: Option<crate::state::StateBackendFactory>,
     /// Run the subtasks in the TaskManagers of this cluster instead of in this process.
     pub cluster: Option<Arc<crate::cluster::JobManagerCluster>>,
+    /// The fencing token of this job's leader (high availability: the Lease's epoch), used
+    /// for the latest-checkpoint pointer instead of an epoch claimed from the pointer itself.
+    pub fencing: Option<crate::checkpoint::latest::Fencing>,
 }
 
 impl JobSettings {
@@ -109,6 +112,7 @@ impl std::fmt::Debug for JobSettings {
                 &self.state_backend.as_ref().map(|f| f.name()),
             )
             .field("cluster", &self.cluster)
+            .field("fencing", &self.fencing)
             .finish()
     }
 }
@@ -366,6 +370,7 @@ pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, J
         supervisor: note_tx.clone(),
         fault: settings.fault.clone(),
         next_id,
+        fencing: settings.fencing.clone(),
     });
     spawn("checkpoint-coordinator", move || coordinator.run(coord_rx))?;
     let checkpointing = match (&settings.checkpoint, &storage) {

@@ -195,6 +195,7 @@ fn start_with(
             storage: None,
             state_backend: None,
             cluster: None,
+            fencing: None,
         },
         ..Default::default()
     });

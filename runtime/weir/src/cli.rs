@@ -145,18 +145,29 @@ pub struct JobManagerArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:6123")]
     pub rpc_address: SocketAddr,
 
-    /// How often TaskManagers send heartbeats.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub heartbeat_interval: Duration,
+    /// How often TaskManagers send heartbeats (default spec.jobManager.heartbeat.interval).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
 
-    /// A TaskManager that sends nothing for this long is lost (a killed one is noticed at once,
-    /// when its connection breaks; this bounds hung ones). Flink's default is 50s.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub heartbeat_timeout: Duration,
+    /// A TaskManager that sends nothing for this long is lost; a killed one is noticed at once,
+    /// when its connection breaks, this bounds hung ones (default
+    /// spec.jobManager.heartbeat.timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
 
     /// How long a (re)deployment waits for enough task slots before it fails.
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     pub slot_timeout: Duration,
+
+    /// With spec.jobManager.replicas 2: namespace of the leader-election Lease (default
+    /// $POD_NAMESPACE, else the kubeconfig's namespace).
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// With spec.jobManager.replicas 2: this JobManager's identity in the election (default
+    /// $HOSTNAME and a part unique to the process).
+    #[arg(long)]
+    pub id: Option<String>,
 }
 
 /// Arguments of `weir taskmanager`.
@@ -327,11 +338,11 @@ pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
                 from_latest_checkpoint: a.run.from_latest_checkpoint,
                 cluster: Some(crate::cluster::JobManagerOptions {
                     rpc_address: a.rpc_address,
-                    config: weir_core::cluster::ClusterConfig {
-                        heartbeat_interval: a.heartbeat_interval,
-                        heartbeat_timeout: a.heartbeat_timeout,
-                        slot_timeout: a.slot_timeout,
-                    },
+                    heartbeat_interval: a.heartbeat_interval,
+                    heartbeat_timeout: a.heartbeat_timeout,
+                    slot_timeout: a.slot_timeout,
+                    namespace: a.namespace,
+                    identity: a.id,
                 }),
             },
         ),

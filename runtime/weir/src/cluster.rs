@@ -30,8 +30,130 @@ use crate::metrics::TaskManagerExporter;
 pub struct JobManagerOptions {
     /// Address of the RPC port TaskManagers connect to.
     pub rpc_address: SocketAddr,
-    /// Heartbeats, loss detection and the wait for slots.
-    pub config: ClusterConfig,
+    /// Heartbeat interval; `None`: `spec.jobManager.heartbeat.interval`.
+    pub heartbeat_interval: Option<Duration>,
+    /// Heartbeat timeout; `None`: `spec.jobManager.heartbeat.timeout`.
+    pub heartbeat_timeout: Option<Duration>,
+    /// How long a deployment waits for enough slots.
+    pub slot_timeout: Duration,
+    /// Namespace of the leader-election Lease (`None`: `$POD_NAMESPACE`, else the
+    /// kubeconfig's).
+    pub namespace: Option<String>,
+    /// Identity in the election (`None`: pod name and a part unique to the process).
+    pub identity: Option<String>,
+}
+
+impl JobManagerOptions {
+    fn cluster_config(&self, spec: &StreamJobSpec) -> ClusterConfig {
+        let hb = &spec.job_manager.heartbeat;
+        ClusterConfig {
+            heartbeat_interval: self.heartbeat_interval.unwrap_or(hb.interval.0),
+            heartbeat_timeout: self.heartbeat_timeout.unwrap_or(hb.timeout.0),
+            slot_timeout: self.slot_timeout,
+        }
+    }
+}
+
+/// A JobManager that won the election: the runtime that keeps renewing its Lease, and its
+/// term. Leadership lost ends the process (see [`become_leader`]).
+pub struct Leader {
+    _rt: tokio::runtime::Runtime,
+    /// The term: its epoch fences the latest-checkpoint pointer.
+    pub term: weir_ha::Term,
+}
+
+impl std::fmt::Debug for Leader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leader").field("term", &self.term).finish()
+    }
+}
+
+/// Whether the manifest asks for standby JobManagers.
+pub fn high_availability(spec: &StreamJobSpec) -> bool {
+    spec.job_manager.replicas > 1
+}
+
+/// Campaigns for the job's Lease `<name>-jobmanager-leader` and waits until this JobManager
+/// leads. While it waits it is a standby: it does not listen for TaskManagers, so they find
+/// the leader among the addresses they are given. Once leading, losing the Lease (a renewal
+/// missed its deadline, another took over) exits the process at once: a deposed leader must
+/// not act, and whatever it was writing is fenced by the term's epoch anyway.
+pub fn become_leader(
+    o: &JobManagerOptions,
+    name: &str,
+    spec: &StreamJobSpec,
+) -> Result<Leader, CliError> {
+    let le = &spec.job_manager.leader_election;
+    let election = weir_ha::ElectionConfig {
+        lease_duration: le.lease_duration.0,
+        renew_deadline: le.renew_deadline.0,
+        retry_period: le.retry_period.0,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("weir-election")
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let client = rt.block_on(kube::Client::try_default()).map_err(|e| {
+        CliError::LeaderElection(format!(
+            "cannot reach the Kubernetes API: {e}; run in a pod with a service account, set \
+                 KUBECONFIG, or set spec.jobManager.replicas to 1"
+        ))
+    })?;
+    let namespace = o
+        .namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let lease = format!("{name}-jobmanager-leader");
+    // Epochs must stay above what the latest-checkpoint pointer holds, even if the Lease was
+    // deleted and its count starts over.
+    let floor = spec
+        .checkpointing
+        .as_ref()
+        .and_then(|c| {
+            crate::storage::open(&c.storage, &crate::storage::s3_settings(c.s3.as_ref())).ok()
+        })
+        .and_then(|st| st.read_latest().ok().flatten())
+        .map_or(0, |v| v.pointer.epoch);
+    let identity = o.identity.clone().unwrap_or_else(weir_ha::default_identity);
+    let elector =
+        weir_ha::LeaderElector::new(client, &namespace, &lease, identity.clone(), election)
+            .map_err(|e| CliError::LeaderElection(e.to_string()))?
+            .with_epoch_floor(floor);
+    let mut handle = {
+        let _enter = rt.enter();
+        elector.start()
+    };
+    eprintln!(
+        "JobManager {identity}: standby, campaigning for Lease {namespace}/{lease} (lease \
+         duration {:?})",
+        election.lease_duration
+    );
+    let term = rt.block_on(handle.leading()).ok_or_else(|| {
+        CliError::LeaderElection("the election stopped before this JobManager led".into())
+    })?;
+    eprintln!(
+        "JobManager {identity}: leading Lease {namespace}/{lease} with fencing epoch {}",
+        term.epoch
+    );
+    let watched = term.clone();
+    rt.spawn(async move {
+        if let Some(lost) = handle.lost(&watched).await {
+            eprintln!(
+                "JobManager {}: lost the leadership of epoch {} ({:?}); exiting so that only \
+                 the new leader acts",
+                watched.identity, lost.epoch, lost.reason
+            );
+            std::process::exit(crate::error::EXIT_FAILURE.into());
+        }
+    });
+    Ok(Leader { _rt: rt, term })
 }
 
 /// Binds the JobManager's RPC port and says where it is.
@@ -39,7 +161,8 @@ pub fn bind_job_manager(
     o: &JobManagerOptions,
     spec: &StreamJobSpec,
 ) -> Result<Arc<JobManagerCluster>, CliError> {
-    let c = JobManagerCluster::bind(o.rpc_address, o.config.clone()).map_err(|source| {
+    let config = o.cluster_config(spec);
+    let c = JobManagerCluster::bind(o.rpc_address, config.clone()).map_err(|source| {
         CliError::BindPort {
             what: "JobManager RPC port",
             address: o.rpc_address.to_string(),
@@ -52,7 +175,7 @@ pub fn bind_job_manager(
          (spec.job.parallelism); a TaskManager is lost after {:?} without a heartbeat",
         c.address(),
         spec.job.parallelism,
-        o.config.heartbeat_timeout
+        config.heartbeat_timeout
     );
     Ok(c)
 }

@@ -158,6 +158,7 @@ pub fn job_settings(path: &Path, spec: &StreamJobSpec) -> Result<JobSettings, Cl
         ))),
         state_backend: crate::state::backend(path, spec)?,
         cluster: None,
+        fencing: None,
     })
 }
 
@@ -349,6 +350,20 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
     let job = load_manifest(&opts.manifest)?;
     let mut settings = job_settings(&opts.manifest, &job.spec)?;
     let suspended = job.spec.job.state == JobTargetState::Suspended;
+    // With standby JobManagers this one acts only as the leader, and every leader takes over
+    // from the newest checkpoint its predecessors completed.
+    let leader = match &opts.cluster {
+        Some(c) if !suspended && crate::cluster::high_availability(&job.spec) => {
+            Some(crate::cluster::become_leader(
+                c,
+                job.metadata.name.as_deref().unwrap_or("weir-job"),
+                &job.spec,
+            )?)
+        }
+        _ => None,
+    };
+    let from_latest =
+        opts.from_latest_checkpoint || (leader.is_some() && job.spec.checkpointing.is_some());
     // A suspended job is not started, so there is nothing to restore and no storage to search.
     let restore = if suspended {
         RestorePlan::default()
@@ -357,10 +372,11 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
             &opts.manifest,
             &job.spec,
             opts.from_savepoint.as_deref(),
-            opts.from_latest_checkpoint,
+            from_latest,
         )?
     };
     settings.restore_from = restore.from.clone();
+    settings.fencing = leader.as_ref().map(|l| l.term.fencing());
     if let Some(c) = &opts.cluster
         && !suspended
     {
@@ -473,6 +489,7 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
 
     let result = drive(&monitor, &rx, opts, started);
     rt.shutdown_timeout(Duration::from_millis(500));
+    drop(leader);
     result
 }
 

@@ -172,6 +172,10 @@ pub enum CliError {
         message: String,
     },
 
+    /// Leader election could not start (no Kubernetes API, bad timing).
+    #[error("leader election (spec.jobManager.replicas: 2): {0}")]
+    LeaderElection(String),
+
     /// The command line is incomplete (the message names what is missing and how to give it).
     #[error("{0}")]
     Usage(String),

@@ -42,7 +42,7 @@ spec:
     delay: 100ms
 ",
         out = dir.join(out).display(),
-        ckpt = dir.join("checkpoints").display()
+        ckpt = dir.join(format!("{out}-checkpoints")).display()
     );
     write_manifest(dir, name, &yaml)
 }

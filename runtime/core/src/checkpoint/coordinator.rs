@@ -294,6 +294,8 @@ pub(crate) struct CoordinatorSetup {
     pub supervisor: mpsc::Sender<SupervisorNote>,
     pub fault: Option<FaultInjector>,
     pub next_id: Arc<std::sync::atomic::AtomicU64>,
+    /// A fencing token given from outside (a leader's term); `None`: claim one on first use.
+    pub fencing: Option<Fencing>,
 }
 
 /// The coordinator's state; runs on its own thread.
@@ -317,6 +319,10 @@ pub(crate) struct Coordinator {
 
 impl Coordinator {
     pub(crate) fn new(setup: CoordinatorSetup) -> Self {
+        let (fencing, writer) = match &setup.fencing {
+            Some(f) => (Some(f.clone()), f.writer.clone()),
+            None => (None, new_writer_id()),
+        };
         Self {
             setup,
             pending: BTreeMap::new(),
@@ -326,8 +332,8 @@ impl Coordinator {
             consecutive_failures: 0,
             final_requested: false,
             stopping: false,
-            fencing: None,
-            writer: new_writer_id(),
+            fencing,
+            writer,
             shared_refs: BTreeMap::new(),
         }
     }
