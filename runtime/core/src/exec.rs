@@ -876,6 +876,26 @@ impl JobPlan {
         })
     }
 
+    /// Zeroed metrics for every vertex and subtask of the plan.
+    pub(crate) fn new_metrics(&self) -> Arc<JobMetrics> {
+        Arc::new(JobMetrics {
+            vertices: self
+                .vertices
+                .iter()
+                .enumerate()
+                .map(|(vi, v)| crate::metrics::VertexMetrics {
+                    uid: self.uids[vi].clone(),
+                    name: v.name.clone(),
+                    is_source: v.kind == VertexKind::Source,
+                    is_sink: v.kind == VertexKind::Sink,
+                    subtasks: (0..self.par[vi])
+                        .map(|_| Arc::new(crate::metrics::SubtaskMetrics::default()))
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
     /// Slots a cluster needs: subtask `i` of every task shares slot `i`.
     pub(crate) fn slots_needed(&self) -> u32 {
         self.tasks.iter().map(|t| t.parallelism).max().unwrap_or(1)

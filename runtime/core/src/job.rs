@@ -10,7 +10,7 @@ use crate::checkpoint::restore::RestoredJob;
 use crate::checkpoint::storage::{CheckpointStorage, StorageFactory, open_storage};
 use crate::error::JobError;
 use crate::exec::{Attempt, AttemptContext, CheckpointRuntime, JobPlan, TaskDone, deploy};
-use crate::metrics::{JobMetrics, SubtaskMetrics, VertexMetrics};
+use crate::metrics::JobMetrics;
 use crate::restart::{RestartDecision, RestartStrategy, RestartTracker};
 use crate::time::now_ms;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -279,22 +279,7 @@ impl JobHandle {
 /// Starts a job: builds the plan, restores if asked, and runs the supervisor.
 pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, JobError> {
     let s = plan.settings.clone();
-    let metrics = Arc::new(JobMetrics {
-        vertices: plan
-            .vertices
-            .iter()
-            .enumerate()
-            .map(|(vi, v)| VertexMetrics {
-                uid: plan.uids[vi].clone(),
-                name: v.name.clone(),
-                is_source: v.kind == crate::graph::VertexKind::Source,
-                is_sink: v.kind == crate::graph::VertexKind::Sink,
-                subtasks: (0..plan.par[vi])
-                    .map(|_| Arc::new(SubtaskMetrics::default()))
-                    .collect(),
-            })
-            .collect(),
-    });
+    let metrics = plan.new_metrics();
     let storage: Option<Arc<dyn CheckpointStorage>> = match &settings.checkpoint {
         Some(c) => Some(settings.open(&c.storage)?),
         None => None,

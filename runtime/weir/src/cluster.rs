@@ -24,6 +24,7 @@ use weir_core::cluster::{ClusterConfig, JobManagerCluster, TaskManagerConfig};
 use crate::embedded::{build, job_settings, load_manifest};
 use crate::error::CliError;
 use crate::metrics::TaskManagerExporter;
+use crate::signals::Signals;
 
 /// How `weir jobmanager` listens for TaskManagers.
 #[derive(Debug, Clone)]
@@ -287,7 +288,7 @@ pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Resul
         }
     });
     let signals = rt.block_on(Signals::install()).map_err(CliError::Runtime)?;
-    rt.spawn(signals.stop(stop.clone()));
+    rt.spawn(stop_on_signal(signals, stop.clone()));
     eprintln!(
         "TaskManager data port {}; metrics on http://{metrics_bound}/metrics",
         tm.data_address()
@@ -297,39 +298,10 @@ pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Resul
     Ok(())
 }
 
-/// SIGINT and SIGTERM, which stop the TaskManager (its tasks then fail over).
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    async fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    async fn stop(mut self, stop: Arc<AtomicBool>) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {},
-            _ = self.terminate.recv() => {},
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("stopping the TaskManager");
+/// Stops the TaskManager at the first SIGINT or SIGTERM (its tasks then fail over).
+async fn stop_on_signal(mut signals: Signals, stop: Arc<AtomicBool>) {
+    if let Some(sig) = signals.next().await {
+        eprintln!("{sig}: stopping the TaskManager");
         stop.store(true, Ordering::SeqCst);
     }
 }

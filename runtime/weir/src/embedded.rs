@@ -39,6 +39,7 @@ use crate::progress::{
     human_count, human_count_f, iso8601_utc,
 };
 use crate::rest;
+use crate::signals::Signals;
 
 /// How long tasks get to stop after the job is cancelled.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -427,7 +428,7 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
     // Handlers go in before the job starts: from here on SIGINT/SIGTERM stop the job cleanly
     // instead of killing the process with tasks mid-record.
     let signals = rt.block_on(Signals::install()).map_err(CliError::Runtime)?;
-    rt.spawn(signals.forward(tx.clone()));
+    rt.spawn(forward_signals(signals, tx.clone()));
 
     let handle = prepared
         .env
@@ -487,7 +488,7 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
     }
     drop(tx);
 
-    let result = drive(&monitor, &rx, opts, started);
+    let result = drive(&monitor, &rx, opts, started, leader.is_some());
     rt.shutdown_timeout(Duration::from_millis(500));
     drop(leader);
     result
@@ -527,6 +528,7 @@ fn drive(
     rx: &Receiver<Event>,
     opts: &RunOptions,
     started: Instant,
+    leading: bool,
 ) -> Result<(), CliError> {
     let deadline = opts.run_for.map(|d| started + d);
     let mut next_tick = started + TICK;
@@ -540,6 +542,16 @@ fn drive(
                     monitor.wait_stop_reported(STOP_REPORT_GRACE);
                 }
                 return finish(monitor, res, None, opts, started);
+            }
+            Ok(Event::Signal(sig)) if leading => {
+                // A leading JobManager that is told to go (its pod is deleted or moved) hands
+                // the job over instead of cancelling it: the TaskManagers cancel their tasks
+                // when it is gone, and the next leader restores the latest checkpoint.
+                eprintln!(
+                    "received {sig}: this JobManager leaves without cancelling the job; the next \
+                     leader restores it from its latest checkpoint (cancel it with weir cancel)"
+                );
+                return Ok(());
             }
             Ok(Event::Signal(sig)) => break format!("received {sig}"),
             Err(RecvTimeoutError::Timeout) => {
@@ -726,46 +738,11 @@ pub fn format_summary(
     s
 }
 
-/// SIGINT and SIGTERM (Ctrl-C only, off Unix), turned into run-loop events.
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    async fn install() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt())?,
-                terminate: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    async fn forward(mut self, tx: Sender<Event>) {
-        loop {
-            #[cfg(unix)]
-            let sig = tokio::select! {
-                Some(()) = self.interrupt.recv() => "SIGINT",
-                Some(()) = self.terminate.recv() => "SIGTERM",
-                else => return,
-            };
-            #[cfg(not(unix))]
-            let sig = match tokio::signal::ctrl_c().await {
-                Ok(()) => "Ctrl-C",
-                Err(_) => return,
-            };
-            if tx.send(Event::Signal(sig)).is_err() {
-                return;
-            }
+/// Turns SIGINT and SIGTERM into run-loop events.
+async fn forward_signals(mut signals: Signals, tx: Sender<Event>) {
+    while let Some(sig) = signals.next().await {
+        if tx.send(Event::Signal(sig)).is_err() {
+            return;
         }
     }
 }

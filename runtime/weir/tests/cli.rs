@@ -241,6 +241,10 @@ fn examples_validate() {
             "examples/orders-rocksdb.yaml",
             "ok: orders-rocksdb (program orders, parallelism 2)",
         ),
+        (
+            "examples/orders-cluster.yaml",
+            "ok: orders-cluster (program orders, parallelism 4)",
+        ),
     ] {
         let out = run_to_end(&["validate", file]);
         assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out.stderr));
@@ -257,6 +261,7 @@ fn examples_validate() {
         found,
         [
             "nexmark-q5.yaml",
+            "orders-cluster.yaml",
             "orders-kafka.yaml",
             "orders-rocksdb.yaml",
             "orders.yaml",

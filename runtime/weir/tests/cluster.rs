@@ -8,77 +8,13 @@
 
 mod common;
 
-use common::{Running, http, job, metric, write_manifest};
+use common::{
+    Running, checkpoint_history as checkpoints, cluster_orders_manifest,
+    cluster_orders_reference as expected, committed_lines as committed, http, job, metric,
+    wait_for_completed_checkpoints as wait_for_checkpoints,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use weir_api::rest::CheckpointHistory;
-
-/// An orders job of `count` orders at `rate`/s, parallelism 4, writing exactly-once files to
-/// `dir/<out>`, checkpointing every 300 ms into `dir/checkpoints`.
-fn manifest(dir: &Path, name: &str, rate: u64, out: &str) -> String {
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1
-kind: StreamJob
-metadata:
-  name: cluster-orders
-spec:
-  job:
-    program: orders
-    args:
-      rate: \"{rate}\"
-      count: \"30000\"
-      users: \"100\"
-      sink: exactly-once-file:{out}
-    parallelism: 4
-  taskManager:
-    replicas: 2
-    slots: 2
-  checkpointing:
-    interval: 300ms
-    storage: file://{ckpt}
-  restartStrategy:
-    type: fixedDelay
-    attempts: 5
-    delay: 100ms
-",
-        out = dir.join(out).display(),
-        ckpt = dir.join(format!("{out}-checkpoints")).display()
-    );
-    write_manifest(dir, name, &yaml)
-}
-
-/// Every committed line under `dir`, sorted; asserts nothing is left in progress.
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        assert!(
-            !name.ends_with(".inprogress"),
-            "{name} was left in progress"
-        );
-        if name.starts_with("part-") {
-            lines.extend(
-                std::fs::read_to_string(e.path())
-                    .unwrap()
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-    }
-    lines.sort();
-    lines
-}
-
-/// The failure-free result: the same job embedded, as fast as it goes.
-fn expected(dir: &Path) -> Vec<String> {
-    let m = manifest(dir, "reference.yaml", 0, "reference");
-    let out = common::run_to_end(&["run", &m, "--rest-address", "127.0.0.1:0", "--quiet"]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
-    let lines = committed(&dir.join("reference"));
-    assert!(lines.len() > 100, "{}", lines.len());
-    lines
-}
 
 struct Cluster {
     jm: Running,
@@ -141,20 +77,6 @@ fn task_manager(m: &str, rpc: &str, id: &str) -> Tm {
     Tm { proc, metrics }
 }
 
-fn checkpoints(addr: &str) -> CheckpointHistory {
-    let (code, body) = http(addr, "GET", "/v1/job/checkpoints");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn wait_for_checkpoints(addr: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while checkpoints(addr).counts.completed < n {
-        assert!(Instant::now() < deadline, "fewer than {n} checkpoints");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -166,7 +88,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 /// Starts JobManager and two TaskManagers; returns once the job runs.
 fn start(dir: &Path, heartbeat_timeout: &str, spare: bool) -> (String, Cluster, Vec<Tm>) {
-    let m = manifest(dir, "job.yaml", 3000, "out");
+    let m = cluster_orders_manifest(dir, "job.yaml", 3000, "out", "");
     let mut c = job_manager(&m, heartbeat_timeout);
     let mut tms = vec![
         task_manager(&m, &c.rpc, "tm-a"),

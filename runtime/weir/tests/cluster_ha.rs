@@ -10,81 +10,13 @@
 
 mod common;
 
-use common::{Running, http, write_manifest};
-use std::path::Path;
+use common::{
+    Running, checkpoint_history as checkpoints, cluster_orders_manifest,
+    cluster_orders_reference as expected, committed_lines as committed,
+    wait_for_completed_checkpoints as wait_for_checkpoints,
+};
 use std::time::{Duration, Instant};
-use weir_api::rest::CheckpointHistory;
 use weir_core::checkpoint::storage::{CheckpointStorage, LocalFsStorage};
-
-fn manifest(dir: &Path, name: &str, rate: u64, out: &str, replicas: u32) -> String {
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1
-kind: StreamJob
-metadata:
-  name: ha-orders
-spec:
-  job:
-    program: orders
-    args:
-      rate: \"{rate}\"
-      count: \"30000\"
-      users: \"100\"
-      sink: exactly-once-file:{out}
-    parallelism: 4
-  jobManager:
-    replicas: {replicas}
-    leaderElection:
-      leaseDuration: 2s
-      renewDeadline: 1500ms
-      retryPeriod: 250ms
-    heartbeat:
-      interval: 200ms
-      timeout: 2s
-  taskManager:
-    replicas: 2
-    slots: 2
-  checkpointing:
-    interval: 300ms
-    storage: file://{ckpt}
-  restartStrategy:
-    type: fixedDelay
-    attempts: 10
-    delay: 100ms
-",
-        out = dir.join(out).display(),
-        ckpt = dir.join(format!("{out}-checkpoints")).display()
-    );
-    write_manifest(dir, name, &yaml)
-}
-
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        assert!(
-            !name.ends_with(".inprogress"),
-            "{name} was left in progress"
-        );
-        if name.starts_with("part-") {
-            lines.extend(
-                std::fs::read_to_string(e.path())
-                    .unwrap()
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-    }
-    lines.sort();
-    lines
-}
-
-fn expected(dir: &Path) -> Vec<String> {
-    let m = manifest(dir, "reference.yaml", 0, "reference", 1);
-    let out = common::run_to_end(&["run", &m, "--rest-address", "127.0.0.1:0", "--quiet"]);
-    assert!(out.status.success(), "{}", common::text(&out.stderr));
-    committed(&dir.join("reference"))
-}
 
 fn free_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -136,20 +68,6 @@ fn task_manager(m: &str, rpcs: &str, id: &str) -> Running {
     tm
 }
 
-fn checkpoints(addr: &str) -> CheckpointHistory {
-    let (code, body) = http(addr, "GET", "/v1/job/checkpoints");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn wait_for_checkpoints(addr: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while checkpoints(addr).counts.completed < n {
-        assert!(Instant::now() < deadline, "fewer than {n} checkpoints");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 struct Setup {
     _ns: weir_kube_test::TestNamespace,
     _rt: tokio::runtime::Runtime,
@@ -167,7 +85,21 @@ fn setup(prefix: &str) -> Setup {
     let ns = rt.block_on(weir_kube_test::TestNamespace::create(prefix));
     let dir = tempfile::tempdir().unwrap();
     let expected = expected(dir.path());
-    let m = manifest(dir.path(), "job.yaml", 2000, "out", 2);
+    let m = cluster_orders_manifest(
+        dir.path(),
+        "job.yaml",
+        2000,
+        "out",
+        "    replicas: 2
+    leaderElection:
+      leaseDuration: 2s
+      renewDeadline: 1500ms
+      retryPeriod: 250ms
+    heartbeat:
+      interval: 200ms
+      timeout: 2s
+",
+    );
     let (rpc1, rpc2) = (free_port(), free_port());
     let mut leader = job_manager(&m, ns.name(), "jm-1", &rpc1);
     leader.line_after("JobManager jm-1: leading", Duration::from_secs(30));
@@ -240,4 +172,62 @@ fn a_deposed_leader_is_fenced_and_stops_when_it_wakes() {
     assert!(after.writer.starts_with("jm-2"), "{after:?}");
     assert!(after.epoch >= pointer.epoch);
     assert_eq!(committed(&s.dir.path().join("out")), s.expected);
+}
+
+/// `examples/orders-cluster.yaml` as shipped (its paths moved into a temporary directory): two
+/// JobManagers and two TaskManagers produce committed summaries; the leader told to go
+/// (SIGTERM) leaves without cancelling, and the standby carries on from the latest checkpoint.
+#[test]
+fn the_cluster_example_runs_and_survives_its_leader_leaving() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ns = rt.block_on(weir_kube_test::TestNamespace::create("ha-example"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("output");
+    let yaml = std::fs::read_to_string(common::root().join("examples/orders-cluster.yaml"))
+        .unwrap()
+        .replace(
+            "file:///tmp/weir/checkpoints/orders-cluster",
+            &format!("file://{}", dir.path().join("checkpoints").display()),
+        )
+        .replace(
+            "/tmp/weir/output/orders-cluster",
+            &out.display().to_string(),
+        );
+    let m = common::write_manifest(dir.path(), "orders-cluster.yaml", &yaml);
+    let (rpc1, rpc2) = (free_port(), free_port());
+    let mut leader = job_manager(&m, ns.name(), "jm-1", &rpc1);
+    leader.line_after("JobManager jm-1: leading", Duration::from_secs(30));
+    let mut standby = job_manager(&m, ns.name(), "jm-2", &rpc2);
+    standby.line_after("JobManager jm-2: standby", Duration::from_secs(30));
+    let rpcs = format!("{rpc1},{rpc2}");
+    let _tms = [
+        task_manager(&m, &rpcs, "tm-a"),
+        task_manager(&m, &rpcs, "tm-b"),
+    ];
+    let rest = leader.rest_address();
+    wait_for_checkpoints(&rest, 1);
+    // Summaries appear as checkpoints complete.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::visible_lines(&out).is_empty() {
+        assert!(Instant::now() < deadline, "no committed output");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = common::visible_lines(&out).len();
+    leader.signal("-TERM");
+    let (code, stderr) = leader.exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("leaves without cancelling the job"),
+        "{stderr}"
+    );
+    standby.line_after("JobManager jm-2: leading", Duration::from_secs(60));
+    standby.line_after("restored from checkpoint ", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::visible_lines(&out).len() <= before {
+        assert!(Instant::now() < deadline, "no output after the takeover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = common::visible_lines(&out);
+    let unique: std::collections::BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(unique.len(), lines.len(), "a summary was committed twice");
 }

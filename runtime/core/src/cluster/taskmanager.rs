@@ -15,7 +15,7 @@ use crate::exec::{
     Attempt, AttemptContext, CheckpointRuntime, JobPlan, Placement, TaskDone, deploy,
 };
 use crate::job::JobSettings;
-use crate::metrics::{JobMetrics, SubtaskMetrics, VertexMetrics};
+use crate::metrics::JobMetrics;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -67,6 +67,9 @@ struct Running {
     remaining: Arc<AtomicUsize>,
     /// (vertex, subtask) of every operator subtask placed here.
     local: Vec<(usize, u32)>,
+    /// Messages that arrived while the attempt was still deploying (a checkpoint trigger, say):
+    /// delivered once its tasks exist, or a checkpoint would wait for its timeout.
+    early: Vec<Control>,
 }
 
 /// A TaskManager: its data port, snapshot writer and metrics; [`TaskManager::run`] serves the
@@ -109,22 +112,7 @@ pub(crate) fn start(
         .clone()
         .unwrap_or_else(|| server.address().to_string());
     let link = Link::default();
-    let metrics = Arc::new(JobMetrics {
-        vertices: plan
-            .vertices
-            .iter()
-            .enumerate()
-            .map(|(vi, v)| VertexMetrics {
-                uid: plan.uids[vi].clone(),
-                name: v.name.clone(),
-                is_source: v.kind == crate::graph::VertexKind::Source,
-                is_sink: v.kind == crate::graph::VertexKind::Sink,
-                subtasks: (0..plan.par[vi])
-                    .map(|_| Arc::new(SubtaskMetrics::default()))
-                    .collect(),
-            })
-            .collect(),
-    });
+    let metrics = plan.new_metrics();
     let checkpointing = match &settings.checkpoint {
         Some(c) => {
             let storage = settings.open(&c.storage)?;
@@ -203,6 +191,16 @@ pub(crate) fn start(
         checkpointing,
         running: Mutex::new(None),
     }))
+}
+
+/// Cancels an attempt and waits (bounded) for its tasks to end.
+fn wind_down(r: Option<Running>, wait: Duration) {
+    let Some(r) = r else { return };
+    r.cancel.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + wait;
+    while r.remaining.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), JobError> {
@@ -314,10 +312,20 @@ impl TaskManager {
                 | ToTaskManager::Registered { .. }
                 | ToTaskManager::Rejected { .. } => {}
                 ToTaskManager::Deploy(d) => {
+                    // The new attempt is current from now on, so that what arrives for it
+                    // while the previous one winds down is kept, not dropped.
+                    let previous = lock(&self.running).replace(Running {
+                        attempt: d.attempt,
+                        cancel: Arc::new(AtomicBool::new(false)),
+                        all: None,
+                        remaining: Arc::new(AtomicUsize::new(0)),
+                        local: Vec::new(),
+                        early: Vec::new(),
+                    });
                     let me = self.clone();
                     std::thread::Builder::new()
                         .name("tm-deploy".into())
-                        .spawn(move || me.deploy(d))?;
+                        .spawn(move || me.deploy(d, previous))?;
                 }
                 ToTaskManager::Cancel { attempt } => {
                     if let Some(r) = lock(&self.running).as_ref()
@@ -327,16 +335,17 @@ impl TaskManager {
                     }
                 }
                 ToTaskManager::Control { attempt, control } => {
-                    let all = lock(&self.running)
-                        .as_ref()
-                        .filter(|r| r.attempt == attempt)
-                        .and_then(|r| r.all.clone());
-                    if let Some(all) = all {
-                        all.broadcast(match control {
-                            ControlMessage::Trigger(b) => Control::Trigger(b),
-                            ControlMessage::Complete(id) => Control::Complete(id),
-                            ControlMessage::Abort(id) => Control::Abort(id),
-                        });
+                    let control = match control {
+                        ControlMessage::Trigger(b) => Control::Trigger(b),
+                        ControlMessage::Complete(id) => Control::Complete(id),
+                        ControlMessage::Abort(id) => Control::Abort(id),
+                    };
+                    let mut g = lock(&self.running);
+                    if let Some(r) = g.as_mut().filter(|r| r.attempt == attempt) {
+                        match &r.all {
+                            Some(all) => all.broadcast(control),
+                            None => r.early.push(control),
+                        }
                     }
                 }
             }
@@ -382,19 +391,13 @@ impl TaskManager {
     /// Cancels the running attempt and waits (bounded) for its tasks to end, so that the next
     /// one does not meet their state or ports.
     fn cancel_running(&self, wait: Duration) {
-        let Some(r) = lock(&self.running).take() else {
-            return;
-        };
-        r.cancel.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + wait;
-        while r.remaining.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let r = lock(&self.running).take();
+        wind_down(r, wait);
     }
 
-    fn deploy(self: Arc<Self>, d: Deployment) {
+    fn deploy(self: Arc<Self>, d: Deployment, previous: Option<Running>) {
         let attempt = d.attempt;
-        self.cancel_running(Duration::from_secs(30));
+        wind_down(previous, Duration::from_secs(30));
         self.server.forget_before(attempt);
         if let Err(e) = self.try_deploy(d) {
             self.link.send(&ToJobManager::DeployFailed {
@@ -435,14 +438,17 @@ impl TaskManager {
             .filter(|(_, s)| d.slot_worker.get(*s as usize) == Some(&d.you))
             .collect();
         let (done_tx, done_rx) = mpsc::channel::<TaskDone>();
-        let cancel_slot = Arc::new(AtomicBool::new(false));
-        *lock(&self.running) = Some(Running {
-            attempt,
-            cancel: cancel_slot.clone(),
-            all: None,
-            remaining: remaining.clone(),
-            local: local_subtasks,
-        });
+        {
+            let mut g = lock(&self.running);
+            match g.as_mut() {
+                Some(r) if r.attempt == attempt && !r.cancel.load(Ordering::SeqCst) => {
+                    r.remaining = remaining.clone();
+                    r.local = local_subtasks;
+                }
+                // Cancelled or superseded before it started: nothing to run.
+                _ => return Ok(()),
+            }
+        }
         {
             let (link, remaining, me) = (self.link.clone(), remaining.clone(), self.clone());
             spawn("tm-results", move || {
@@ -508,6 +514,9 @@ impl TaskManager {
                 }
                 r.cancel = a.cancel.clone();
                 r.all = Some(a.all.clone());
+                for c in r.early.drain(..) {
+                    a.all.broadcast(c);
+                }
             }
             _ => a.cancel.store(true, Ordering::SeqCst),
         }

@@ -213,3 +213,109 @@ pub fn example_in(dir: &Path, name: &str) -> (String, String) {
     );
     (m, storage)
 }
+
+/// An orders job of 30 000 orders at `rate` per second (0: as fast as it goes) at parallelism 4,
+/// writing exactly-once part files to `dir/<out>` with 300 ms checkpoints in
+/// `dir/<out>-checkpoints`; `job_manager` is the YAML of `spec.jobManager` (its lines indented
+/// by four spaces), empty for the defaults.
+pub fn cluster_orders_manifest(
+    dir: &Path,
+    name: &str,
+    rate: u64,
+    out: &str,
+    job_manager: &str,
+) -> String {
+    let job_manager = if job_manager.is_empty() {
+        String::new()
+    } else {
+        format!("  jobManager:\n{job_manager}")
+    };
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: cluster-orders
+spec:
+  job:
+    program: orders
+    args:
+      rate: \"{rate}\"
+      count: \"30000\"
+      users: \"100\"
+      sink: exactly-once-file:{out}
+    parallelism: 4
+{job_manager}  taskManager:
+    replicas: 2
+    slots: 2
+  checkpointing:
+    interval: 300ms
+    storage: file://{ckpt}
+  restartStrategy:
+    type: fixedDelay
+    attempts: 10
+    delay: 100ms
+",
+        out = dir.join(out).display(),
+        ckpt = dir.join(format!("{out}-checkpoints")).display()
+    );
+    write_manifest(dir, name, &yaml)
+}
+
+/// Every committed line of the part files in `dir`, sorted; fails if a part is left in progress
+/// (for a job that ended).
+pub fn committed_lines(dir: &Path) -> Vec<String> {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".inprogress"),
+            "{name} was left in progress"
+        );
+    }
+    visible_lines(dir)
+}
+
+/// Every line of the visible (committed) part files in `dir`, sorted, while a job may still be
+/// writing in-progress ones.
+pub fn visible_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(
+                std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// The failure-free output of [`cluster_orders_manifest`]: the same job embedded, as fast as it
+/// goes, into `dir/reference`.
+pub fn cluster_orders_reference(dir: &Path) -> Vec<String> {
+    let m = cluster_orders_manifest(dir, "reference.yaml", 0, "reference", "");
+    let out = run_to_end(&["run", &m, "--rest-address", "127.0.0.1:0", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = committed_lines(&dir.join("reference"));
+    assert!(lines.len() > 100, "{}", lines.len());
+    lines
+}
+
+/// The checkpoint statistics of the job at `addr`.
+pub fn checkpoint_history(addr: &str) -> weir_api::rest::CheckpointHistory {
+    let (code, body) = http(addr, "GET", "/v1/job/checkpoints");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits (up to 30 s) until the job at `addr` completed `n` checkpoints.
+pub fn wait_for_completed_checkpoints(addr: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoint_history(addr).counts.completed < n {
+        assert!(Instant::now() < deadline, "fewer than {n} checkpoints");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
