@@ -1,0 +1,387 @@
+//! The StreamJob controller: watches StreamJobs and the objects they own, and reconciles each as
+//! a pipeline — observe (owned objects, JobManager readiness, the job's state from its REST
+//! API) → [`decide`] (pure) → apply (server-side apply of [`resources::desired`], a finalizer)
+//! → update status (lifecycle, conditions, events).
+
+use crate::decide::{Action as Do, Cond, Decision, Observed, decide};
+use crate::resources::{self, Desired, Names, REST_PORT};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_api::{JobState, LifecycleState, StreamJob, StreamJobStatus};
+
+/// The finalizer the operator puts on every StreamJob it deploys.
+pub const FINALIZER: &str = "weir.dev/finalizer";
+/// The field manager of the operator's server-side applies.
+pub const FIELD_MANAGER: &str = "weir-operator";
+/// How often a StreamJob is looked at again without any change (to follow the job's state).
+pub const RESYNC: Duration = Duration::from_secs(10);
+
+/// Why a reconciliation failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The objects could not be built.
+    #[error("building the objects: {0}")]
+    Build(#[from] resources::BuildError),
+    /// An API call failed.
+    #[error("{action}: {source}")]
+    Api {
+        /// What was being done.
+        action: String,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Api { action, source }
+}
+
+/// Shared by every reconciliation.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// How long the JobManager's REST API may take to answer.
+    pub rest_timeout: Duration,
+}
+
+impl Context {
+    /// A context for `client`, reporting events as `instance`.
+    pub fn new(client: Client, instance: Option<String>) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance,
+            },
+        );
+        Arc::new(Self {
+            client,
+            recorder,
+            rest_timeout: Duration::from_secs(2),
+        })
+    }
+}
+
+/// Runs the controller over `jobs` (one namespace or all) until the process ends.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
+    let c = ctx.client.clone();
+    let (jobs, deployments, statefulsets, configmaps, services) = match namespace {
+        Some(ns) => (
+            Api::<StreamJob>::namespaced(c.clone(), ns),
+            Api::<Deployment>::namespaced(c.clone(), ns),
+            Api::<StatefulSet>::namespaced(c.clone(), ns),
+            Api::<ConfigMap>::namespaced(c.clone(), ns),
+            Api::<Service>::namespaced(c, ns),
+        ),
+        None => (
+            Api::all(c.clone()),
+            Api::all(c.clone()),
+            Api::all(c.clone()),
+            Api::all(c.clone()),
+            Api::all(c),
+        ),
+    };
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=weir-operator");
+    Controller::new(jobs, watcher::Config::default())
+        .owns(deployments, owned.clone())
+        .owns(statefulsets, owned.clone())
+        .owns(configmaps, owned.clone())
+        .owns(services, owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!("reconcile: {e}");
+            }
+        })
+        .await;
+}
+
+fn error_policy(job: Arc<StreamJob>, e: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!("reconciling {}: {e}", job.name_any());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// One reconciliation of one StreamJob.
+pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let names = Names::of(&job)?;
+    let jobs: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let deleting = job.metadata.deletion_timestamp.is_some();
+    if !deleting && !job.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = job.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        jobs.patch(
+            &names.job,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+        )
+        .await
+        .map_err(api_error("adding the finalizer"))?;
+        // The patch is an event of its own; the next reconciliation does the rest.
+        return Ok(Action::await_change());
+    }
+
+    // Observe.
+    let invalid: Vec<String> = match job.spec.validate() {
+        Ok(()) => Vec::new(),
+        Err(errs) => errs.iter().map(ToString::to_string).collect(),
+    };
+    let desired = if invalid.is_empty() && !deleting {
+        Some(resources::desired(&job)?)
+    } else {
+        None
+    };
+    let missing = match &desired {
+        Some(_) => missing(&ctx.client, &names).await?,
+        None => Vec::new(),
+    };
+    let jobmanager_ready = Api::<Deployment>::namespaced(ctx.client.clone(), &names.namespace)
+        .get_opt(&names.jobmanager())
+        .await
+        .map_err(api_error("reading the JobManager Deployment"))?
+        .and_then(|d| d.status?.ready_replicas)
+        .unwrap_or(0)
+        > 0;
+    let job_state = if jobmanager_ready {
+        job_state(&names, ctx.rest_timeout).await
+    } else {
+        None
+    };
+    let previous = job.status.as_ref().and_then(|s| s.lifecycle_state);
+    let observed = Observed {
+        deleting,
+        invalid,
+        missing: missing.clone(),
+        jobmanager_ready,
+        job: job_state,
+        previous,
+    };
+
+    // Decide.
+    let decision = decide(&observed);
+
+    // Apply.
+    match decision.action {
+        Do::Apply => {
+            if let Some(d) = &desired {
+                apply_all(&ctx.client, &names, d).await?;
+            }
+        }
+        Do::Hold => {}
+        Do::Release => {
+            let finalizers: Vec<String> = job
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            jobs.patch(
+                &names.job,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await
+            .map_err(api_error("removing the finalizer"))?;
+            return Ok(Action::await_change());
+        }
+    }
+
+    // Update status.
+    let status = status(&job, &decision, job_state, desired.is_some());
+    if job.status.as_ref() != Some(&status) {
+        jobs.patch_status(
+            &names.job,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .map_err(api_error("updating the status"))?;
+    }
+    if previous != Some(decision.lifecycle) || (decision.degraded.status && previous.is_none()) {
+        let warning = decision.degraded.status;
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: if warning {
+                decision.degraded.reason.to_string()
+            } else {
+                format!("{:?}", decision.lifecycle)
+            },
+            note: Some(if warning {
+                decision.degraded.message.clone()
+            } else {
+                decision.progressing.message.clone()
+            }),
+            action: format!("{:?}", decision.action),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &job.object_ref(&())).await {
+            tracing::warn!("publishing an event for {}: {e}", names.job);
+        }
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Kinds and names of the owned objects that do not exist.
+async fn missing(client: &Client, names: &Names) -> Result<Vec<String>, Error> {
+    async fn absent<K>(
+        client: &Client,
+        ns: &str,
+        name: String,
+        kind: &str,
+    ) -> Result<Option<String>, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let found = Api::<K>::namespaced(client.clone(), ns)
+            .get_opt(&name)
+            .await
+            .map_err(api_error(format!("reading {kind} {name}")))?;
+        Ok(found.is_none().then(|| format!("{kind}/{name}")))
+    }
+    let ns = &names.namespace;
+    let found = [
+        absent::<ConfigMap>(client, ns, names.config(), "ConfigMap").await?,
+        absent::<ServiceAccount>(client, ns, names.jobmanager(), "ServiceAccount").await?,
+        absent::<Role>(client, ns, names.jobmanager(), "Role").await?,
+        absent::<RoleBinding>(client, ns, names.jobmanager(), "RoleBinding").await?,
+        absent::<Service>(client, ns, names.jobmanager(), "Service").await?,
+        absent::<Service>(client, ns, names.taskmanager(), "Service").await?,
+        absent::<Deployment>(client, ns, names.jobmanager(), "Deployment").await?,
+        absent::<StatefulSet>(client, ns, names.taskmanager(), "StatefulSet").await?,
+    ];
+    Ok(found.into_iter().flatten().collect())
+}
+
+async fn apply<K>(client: &Client, ns: &str, name: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(api_error(format!("applying {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+/// Server-side applies every object; the RBAC first, so the pods' identity exists when they
+/// start, the workloads last.
+async fn apply_all(client: &Client, names: &Names, d: &Desired) -> Result<(), Error> {
+    let ns = &names.namespace;
+    apply(client, ns, &names.config(), &d.config).await?;
+    apply(client, ns, &names.jobmanager(), &d.service_account).await?;
+    apply(client, ns, &names.jobmanager(), &d.role).await?;
+    apply(client, ns, &names.jobmanager(), &d.role_binding).await?;
+    apply(client, ns, &names.jobmanager(), &d.jobmanager_service).await?;
+    apply(client, ns, &names.taskmanager(), &d.taskmanager_service).await?;
+    apply(client, ns, &names.jobmanager(), &d.jobmanager).await?;
+    apply(client, ns, &names.taskmanager(), &d.taskmanager).await?;
+    Ok(())
+}
+
+/// The job's state from the JobManager's REST API (`GET /v1/job`), `None` when it does not
+/// answer in time.
+async fn job_state(names: &Names, timeout: Duration) -> Option<JobState> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = format!("{}.{}.svc", names.jobmanager(), names.namespace);
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect((host.as_str(), REST_PORT))
+            .await
+            .ok()?;
+        let req = format!(
+            "GET /v1/job HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw);
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        let overview: weir_api::rest::JobOverview = serde_json::from_str(body).ok()?;
+        Some(overview.state)
+    };
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
+}
+
+fn condition(
+    type_: &str,
+    c: &Cond,
+    generation: Option<i64>,
+    old: Option<&StreamJobStatus>,
+) -> Condition {
+    let status = if c.status { "True" } else { "False" };
+    // The transition time changes only when the status does (Kubernetes convention).
+    let last = old
+        .and_then(|s| s.conditions.iter().find(|x| x.type_ == type_))
+        .filter(|x| x.status == status)
+        .map(|x| x.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: c.reason.to_string(),
+        message: c.message.clone(),
+        last_transition_time: last,
+        observed_generation: generation,
+    }
+}
+
+fn status(
+    job: &StreamJob,
+    d: &Decision,
+    job_state: Option<JobState>,
+    applied: bool,
+) -> StreamJobStatus {
+    let old = job.status.as_ref();
+    let generation = job.metadata.generation;
+    let mut s = old.cloned().unwrap_or_default();
+    s.observed_generation = generation;
+    s.lifecycle_state = Some(d.lifecycle);
+    s.error = d.error.clone();
+    if applied && d.action == Do::Apply {
+        s.deployed_spec_hash = Some(resources::spec_hash(job));
+    }
+    if let Some(state) = job_state {
+        let mut js = s.job_status.unwrap_or_default();
+        js.state = Some(state);
+        s.job_status = Some(js);
+    }
+    s.conditions = vec![
+        condition("Ready", &d.ready, generation, old),
+        condition("Progressing", &d.progressing, generation, old),
+        condition("Degraded", &d.degraded, generation, old),
+    ];
+    if d.lifecycle == LifecycleState::Deleting {
+        s.job_status = None;
+    }
+    s
+}
