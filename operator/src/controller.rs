@@ -58,11 +58,17 @@ pub struct Context {
     pub recorder: Recorder,
     /// How long the JobManager's REST API may take to answer.
     pub rest_timeout: Duration,
+    /// The operator's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
-    /// A context for `client`, reporting events as `instance`.
-    pub fn new(client: Client, instance: Option<String>) -> Arc<Self> {
+    /// A context for `client`, reporting events as `instance` and counting into `metrics`.
+    pub fn new(
+        client: Client,
+        instance: Option<String>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -74,8 +80,18 @@ impl Context {
             client,
             recorder,
             rest_timeout: Duration::from_secs(2),
+            metrics,
         })
     }
+}
+
+/// Runs the controller over every namespace in `namespaces` (all namespaces when empty) until
+/// the process is told to stop.
+pub async fn run_namespaces(ctx: Arc<Context>, namespaces: &[String]) {
+    if namespaces.is_empty() {
+        return run(ctx, None).await;
+    }
+    futures::future::join_all(namespaces.iter().map(|ns| run(ctx.clone(), Some(ns)))).await;
 }
 
 /// Runs the controller over `jobs` (one namespace or all) until the process ends.
@@ -118,8 +134,29 @@ fn error_policy(job: Arc<StreamJob>, e: &Error, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
-/// One reconciliation of one StreamJob.
+/// One reconciliation of one StreamJob, measured.
 pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(job, ctx.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(_) => ctx.metrics.reconciled(seconds, Ok(())),
+        Err(e) => ctx.metrics.reconciled(seconds, Err(e.reason())),
+    }
+    result
+}
+
+impl Error {
+    /// A short label for the metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Build(_) => "Build",
+            Error::Api { .. } => "Api",
+        }
+    }
+}
+
+async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let names = Names::of(&job)?;
     let jobs: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let deleting = job.metadata.deletion_timestamp.is_some();
@@ -198,11 +235,17 @@ pub async fn reconcile(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action,
             )
             .await
             .map_err(api_error("removing the finalizer"))?;
+            ctx.metrics
+                .set_state(&format!("{}/{}", names.namespace, names.job), None);
             return Ok(Action::await_change());
         }
     }
 
     // Update status.
+    ctx.metrics.set_state(
+        &format!("{}/{}", names.namespace, names.job),
+        Some(decision.lifecycle),
+    );
     let status = status(&job, &decision, job_state, desired.is_some());
     if job.status.as_ref() != Some(&status) {
         jobs.patch_status(

@@ -4,4 +4,5 @@
 
 pub mod controller;
 pub mod decide;
+pub mod metrics;
 pub mod resources;

@@ -1,13 +1,20 @@
-//! `weir-operator`: runs the StreamJob controller. With `WEIR_OPERATOR_LEADER_ELECTION=true`
-//! (what the chart sets with more than one replica) the replicas elect a leader through the
-//! Lease `weir-operator-leader` in `$POD_NAMESPACE`, and only the leader reconciles; a replica
-//! that loses the leadership exits so that two never act at once.
+//! `weir-operator`: runs the StreamJob controller and serves its metrics. With
+//! `WEIR_OPERATOR_LEADER_ELECTION=true` (what the chart sets with more than one replica) the
+//! replicas elect a leader through the Lease `weir-operator-leader` in `$POD_NAMESPACE`, and
+//! only the leader reconciles; a replica that loses the leadership exits so that two never act
+//! at once.
 //!
-//! Configuration: `WATCH_NAMESPACE` (one namespace; empty or unset: all namespaces),
-//! `POD_NAME`, `POD_NAMESPACE`, `RUST_LOG`.
+//! Configuration: `WATCH_NAMESPACES` (comma-separated; empty or unset: all namespaces),
+//! `METRICS_ADDRESS` (default `0.0.0.0:8080`: `/metrics`, `/healthz`), `POD_NAME`,
+//! `POD_NAMESPACE`, `RUST_LOG`.
 
 use anyhow::{Context as _, Result};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use std::process::ExitCode;
+use std::sync::Arc;
+use weir_operator::metrics::Metrics;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -26,13 +33,60 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `WATCH_NAMESPACES` as a list; empty means all namespaces.
+fn watched(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn serve_metrics(address: &str, metrics: Arc<Metrics>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on METRICS_ADDRESS {address}"))?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    match metrics.render() {
+                        Ok(text) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(e) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                        }
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
 async fn run() -> Result<()> {
+    let metrics = Arc::new(Metrics::new().context("setting up metrics")?);
+    let address = std::env::var("METRICS_ADDRESS").unwrap_or_else(|_| "0.0.0.0:8080".to_string());
+    serve_metrics(&address, metrics.clone()).await?;
     let client = kube::Client::try_default().await.context(
         "cannot reach the Kubernetes API (in a pod: its service account; elsewhere: KUBECONFIG)",
     )?;
-    let namespace = std::env::var("WATCH_NAMESPACE")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
+    let namespaces = watched(std::env::var("WATCH_NAMESPACES").ok().as_deref());
     let pod = std::env::var("POD_NAME").ok();
     if std::env::var("WEIR_OPERATOR_LEADER_ELECTION").as_deref() == Ok("true") {
         let ns = std::env::var("POD_NAMESPACE")
@@ -62,10 +116,26 @@ async fn run() -> Result<()> {
         });
     }
     tracing::info!(
-        "reconciling StreamJobs in {}",
-        namespace.as_deref().unwrap_or("all namespaces")
+        "reconciling StreamJobs in {}; metrics on {address}",
+        if namespaces.is_empty() {
+            "all namespaces".to_string()
+        } else {
+            namespaces.join(", ")
+        }
     );
-    let ctx = weir_operator::controller::Context::new(client, pod);
-    weir_operator::controller::run(ctx, namespace.as_deref()).await;
+    let ctx = weir_operator::controller::Context::new(client, pod, metrics);
+    weir_operator::controller::run_namespaces(ctx, &namespaces).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watched;
+
+    #[test]
+    fn watched_namespaces() {
+        assert!(watched(None).is_empty());
+        assert!(watched(Some(" ")).is_empty());
+        assert_eq!(watched(Some("a, b,,c")), ["a", "b", "c"]);
+    }
 }

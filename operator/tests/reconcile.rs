@@ -47,7 +47,8 @@ async fn install_crd(client: &kube::Client) {
 async fn setup(prefix: &str) -> TestNamespace {
     let ns = TestNamespace::create(prefix).await;
     install_crd(&ns.client()).await;
-    let ctx = controller::Context::new(ns.client(), Some("test".into()));
+    let metrics = std::sync::Arc::new(weir_operator::metrics::Metrics::new().unwrap());
+    let ctx = controller::Context::new(ns.client(), Some("test".into()), metrics);
     let name = ns.name().to_string();
     tokio::spawn(async move { controller::run(ctx, Some(&name)).await });
     ns
@@ -140,8 +141,14 @@ async fn a_streamjob_is_deployed_with_owned_objects_status_and_events() {
     // Status: deploying (no kubelet here, so no JobManager becomes ready), with conditions.
     let status = eventually("a status", || async {
         let j = jobs.get("orders").await.unwrap();
-        j.status
-            .filter(|s| s.lifecycle_state == Some(LifecycleState::Deploying))
+        // The first status says what is being created; once all exists, the wait for a
+        // JobManager.
+        j.status.filter(|s| {
+            s.lifecycle_state == Some(LifecycleState::Deploying)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Progressing" && c.reason == "WaitingForJobManager")
+        })
     })
     .await;
     assert_eq!(status.observed_generation, Some(1));
