@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_api::{JobState, LifecycleState, StreamJob, StreamJobStatus};
+use weir_api::{LifecycleState, StreamJob, StreamJobStatus};
 
 /// The finalizer the operator puts on every StreamJob it deploys.
 pub const FINALIZER: &str = "weir.dev/finalizer";
@@ -195,11 +195,12 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         .and_then(|d| d.status?.ready_replicas)
         .unwrap_or(0)
         > 0;
-    let job_state = if jobmanager_ready {
-        job_state(&names, ctx.rest_timeout).await
+    let report = if jobmanager_ready {
+        job_report(&names, ctx.rest_timeout).await
     } else {
         None
     };
+    let job_state = report.as_ref().map(|r| r.overview.state);
     let previous = job.status.as_ref().and_then(|s| s.lifecycle_state);
     let observed = Observed {
         deleting,
@@ -207,6 +208,9 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         missing: missing.clone(),
         jobmanager_ready,
         job: job_state,
+        stable: report
+            .as_ref()
+            .is_some_and(crate::report::JobReport::stable),
         previous,
     };
 
@@ -246,7 +250,7 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         &format!("{}/{}", names.namespace, names.job),
         Some(decision.lifecycle),
     );
-    let status = status(&job, &decision, job_state, desired.is_some());
+    let status = status(&job, &decision, report.as_ref(), desired.is_some());
     if job.status.as_ref() != Some(&status) {
         jobs.patch_status(
             &names.job,
@@ -352,9 +356,9 @@ async fn apply_all(client: &Client, names: &Names, d: &Desired) -> Result<(), Er
     Ok(())
 }
 
-/// The job's state from the JobManager's REST API (`GET /v1/job`), `None` when it does not
-/// answer in time.
-async fn job_state(names: &Names, timeout: Duration) -> Option<JobState> {
+/// `GET path` on the leading JobManager's REST API (through its Service), decoded; `None`
+/// when it does not answer in time.
+async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, timeout: Duration) -> Option<T> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = format!("{}.{}.svc", names.jobmanager(), names.namespace);
     let fetch = async {
@@ -362,17 +366,26 @@ async fn job_state(names: &Names, timeout: Duration) -> Option<JobState> {
             .await
             .ok()?;
         let req = format!(
-            "GET /v1/job HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
         );
         s.write_all(req.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.ok()?;
         let text = String::from_utf8_lossy(&raw);
         let (_, body) = text.split_once("\r\n\r\n")?;
-        let overview: weir_api::rest::JobOverview = serde_json::from_str(body).ok()?;
-        Some(overview.state)
+        serde_json::from_str(body).ok()
     };
     tokio::time::timeout(timeout, fetch).await.ok().flatten()
+}
+
+/// The job and its checkpoints, from the JobManager.
+async fn job_report(names: &Names, timeout: Duration) -> Option<crate::report::JobReport> {
+    let overview = get_json(names, "/v1/job", timeout).await?;
+    let checkpoints = get_json(names, "/v1/job/checkpoints", timeout).await;
+    Some(crate::report::JobReport {
+        overview,
+        checkpoints,
+    })
 }
 
 fn condition(
@@ -401,7 +414,7 @@ fn condition(
 fn status(
     job: &StreamJob,
     d: &Decision,
-    job_state: Option<JobState>,
+    report: Option<&crate::report::JobReport>,
     applied: bool,
 ) -> StreamJobStatus {
     let old = job.status.as_ref();
@@ -413,10 +426,15 @@ fn status(
     if applied && d.action == Do::Apply {
         s.deployed_spec_hash = Some(resources::spec_hash(job));
     }
-    if let Some(state) = job_state {
-        let mut js = s.job_status.unwrap_or_default();
-        js.state = Some(state);
-        s.job_status = Some(js);
+    if let Some(r) = report {
+        crate::report::apply(
+            &mut s,
+            r,
+            k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+        );
+    }
+    if d.lifecycle == LifecycleState::Stable {
+        s.last_stable_spec_hash = s.deployed_spec_hash.clone();
     }
     s.conditions = vec![
         condition("Ready", &d.ready, generation, old),

@@ -17,6 +17,8 @@ pub struct Observed {
     pub jobmanager_ready: bool,
     /// The job's state from the JobManager's REST API, when it answered.
     pub job: Option<JobState>,
+    /// The run has completed enough checkpoints without a restart to count as stable.
+    pub stable: bool,
     /// The lifecycle state in the status before this reconciliation.
     pub previous: Option<LifecycleState>,
 }
@@ -130,7 +132,7 @@ pub fn decide(o: &Observed) -> Decision {
     }
     let (lifecycle, ready, progressing, degraded, error) = match (o.jobmanager_ready, o.job) {
         (_, Some(JobState::Running)) => (
-            if o.previous == Some(L::Stable) {
+            if o.stable || o.previous == Some(L::Stable) {
                 L::Stable
             } else {
                 L::Running
@@ -218,6 +220,7 @@ mod tests {
             missing: Vec::new(),
             jobmanager_ready: true,
             job: Some(JobState::Running),
+            stable: false,
             previous: Some(L::Running),
         }
     }
@@ -264,6 +267,18 @@ mod tests {
                 },
                 Action::Apply,
                 L::Running,
+                true,
+                false,
+                "Running",
+            ),
+            (
+                "running with enough checkpoints and no restart: stable",
+                Observed {
+                    stable: true,
+                    ..base()
+                },
+                Action::Apply,
+                L::Stable,
                 true,
                 false,
                 "Running",

@@ -5,4 +5,5 @@
 pub mod controller;
 pub mod decide;
 pub mod metrics;
+pub mod report;
 pub mod resources;

@@ -1,0 +1,123 @@
+//! What the JobManager's REST API says about the job (`GET /v1/job`, `GET /v1/job/checkpoints`)
+//! and how it goes into the StreamJob's status — a pure mapping, tested without a JobManager.
+
+use weir_api::rest::{CheckpointHistory, JobOverview};
+use weir_api::{CheckpointInfo, JobStatus, StreamJobStatus};
+
+/// Completed checkpoints without a restart after which a running job is `Stable`.
+pub const STABLE_CHECKPOINTS: u64 = 3;
+
+/// The JobManager's answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    /// `GET /v1/job`.
+    pub overview: JobOverview,
+    /// `GET /v1/job/checkpoints`, when it answered.
+    pub checkpoints: Option<CheckpointHistory>,
+}
+
+impl JobReport {
+    /// Whether the run has proven itself: running, with [`STABLE_CHECKPOINTS`] completed
+    /// checkpoints and no restart.
+    pub fn stable(&self) -> bool {
+        self.overview.state == weir_api::JobState::Running
+            && self.overview.num_restarts == 0
+            && self
+                .checkpoints
+                .as_ref()
+                .is_some_and(|c| c.counts.completed >= STABLE_CHECKPOINTS)
+    }
+}
+
+/// RFC 3339 of milliseconds since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Writes the report into `status`; `now_ms` is when it was fetched.
+pub fn apply(status: &mut StreamJobStatus, r: &JobReport, now_ms: i64) {
+    let o = &r.overview;
+    status.job_status = Some(JobStatus {
+        job_id: Some(o.job_id.clone()),
+        state: Some(o.state),
+        start_time: Some(rfc3339(o.start_time_ms)),
+        update_time: Some(rfc3339(now_ms)),
+    });
+    status.restart_count = o.num_restarts;
+    let Some(c) = &r.checkpoints else { return };
+    if let Some(done) = c.latest_completed.as_ref().filter(|c| !c.is_savepoint)
+        && let Some(path) = &done.external_path
+    {
+        status.last_completed_checkpoint = Some(CheckpointInfo {
+            id: done.id,
+            path: path.clone(),
+            time: rfc3339(done.trigger_time_ms + done.duration_ms.unwrap_or(0)),
+            size_bytes: done.state_size_bytes,
+        });
+    }
+    if let Some(restored) = &c.latest_restored {
+        status.restored_from = Some(restored.path.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn report() -> JobReport {
+        JobReport {
+            overview: serde_json::from_value(serde_json::json!({
+                "jobId": "orders-1", "name": "orders", "program": "orders", "state": "RUNNING",
+                "startTimeMs": 1_700_000_000_000i64, "durationMs": 5000, "parallelism": 2,
+                "maxParallelism": 128, "numRestarts": 0, "recordsIn": 10, "recordsOut": 1,
+                "recordsInPerSecond": 1.0, "recordsOutPerSecond": 0.1, "vertices": []
+            }))
+            .unwrap(),
+            checkpoints: Some(
+                serde_json::from_value(serde_json::json!({
+                    "counts": {"completed": 3, "failed": 0, "inProgress": 0, "restored": 1, "total": 3},
+                    "latestCompleted": {"id": 7, "status": "COMPLETED", "isSavepoint": false,
+                        "triggerTimeMs": 1_700_000_004_000i64, "durationMs": 250,
+                        "stateSizeBytes": 4096, "externalPath": "s3://b/orders/chk-7"},
+                    "latestRestored": {"id": 4, "path": "s3://b/orders/chk-4",
+                        "restoreTimeMs": 1_700_000_000_100i64, "isSavepoint": false},
+                    "history": []
+                }))
+                .unwrap(),
+            ),
+        }
+    }
+
+    #[test]
+    fn the_report_fills_the_status() {
+        let mut s = StreamJobStatus::default();
+        apply(&mut s, &report(), 1_700_000_006_000);
+        let js = s.job_status.unwrap();
+        assert_eq!(js.job_id.as_deref(), Some("orders-1"));
+        assert_eq!(js.state, Some(weir_api::JobState::Running));
+        assert_eq!(js.start_time.as_deref(), Some("2023-11-14T22:13:20Z"));
+        let c = s.last_completed_checkpoint.unwrap();
+        assert_eq!(
+            (c.id, c.path.as_str(), c.size_bytes),
+            (7, "s3://b/orders/chk-7", 4096)
+        );
+        assert_eq!(c.time, "2023-11-14T22:13:24.25Z");
+        assert_eq!(s.restored_from.as_deref(), Some("s3://b/orders/chk-4"));
+        assert_eq!(s.restart_count, 0);
+    }
+
+    #[test]
+    fn stable_after_three_checkpoints_without_restart() {
+        let r = report();
+        assert!(r.stable());
+        let mut restarted = report();
+        restarted.overview.num_restarts = 1;
+        assert!(!restarted.stable());
+        let mut young = report();
+        young.checkpoints.as_mut().unwrap().counts.completed = 2;
+        assert!(!young.stable());
+    }
+}
