@@ -383,6 +383,7 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
     {
         settings.cluster = Some(crate::cluster::bind_job_manager(c, &job.spec)?);
     }
+    let settings_cluster = settings.cluster.clone();
     let prepared = build(registry, &opts.manifest, job, settings)?;
     let name = prepared.name().to_string();
     let spec = &prepared.job.spec;
@@ -428,7 +429,11 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
     // Handlers go in before the job starts: from here on SIGINT/SIGTERM stop the job cleanly
     // instead of killing the process with tasks mid-record.
     let signals = rt.block_on(Signals::install()).map_err(CliError::Runtime)?;
-    rt.spawn(forward_signals(signals, tx.clone()));
+    rt.spawn(forward_signals(
+        signals,
+        tx.clone(),
+        settings_cluster.clone(),
+    ));
 
     let handle = prepared
         .env
@@ -739,8 +744,16 @@ pub fn format_summary(
 }
 
 /// Turns SIGINT and SIGTERM into run-loop events.
-async fn forward_signals(mut signals: Signals, tx: Sender<Event>) {
+async fn forward_signals(
+    mut signals: Signals,
+    tx: Sender<Event>,
+    cluster: Option<std::sync::Arc<weir_core::cluster::JobManagerCluster>>,
+) {
     while let Some(sig) = signals.next().await {
+        // A JobManager still waiting for TaskManagers' slots stops waiting.
+        if let Some(c) = &cluster {
+            c.abort_waiting();
+        }
         if tx.send(Event::Signal(sig)).is_err() {
             return;
         }

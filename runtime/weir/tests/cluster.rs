@@ -201,3 +201,20 @@ fn a_hung_task_manager_is_declared_lost_after_the_heartbeat_timeout() {
     assert!(stderr.contains("no heartbeat for 2s"), "{stderr}");
     assert_eq!(committed(&dir.path().join("out")), expected);
 }
+
+#[test]
+fn a_job_manager_waiting_for_task_managers_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = cluster_orders_manifest(dir.path(), "job.yaml", 3000, "out", "");
+    let mut c = job_manager(&m, "10s");
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    c.jm.signal("-TERM");
+    let (code, stderr) = c.jm.exit(Duration::from_secs(10));
+    assert!(asked.elapsed() < Duration::from_secs(5), "{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped while waiting for task slots (0 of 4 offered)"),
+        "{stderr}"
+    );
+}

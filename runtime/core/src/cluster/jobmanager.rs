@@ -85,6 +85,8 @@ struct Inner {
     changed: Condvar,
     /// Whether registrations are accepted (a standby JobManager refuses them).
     accepting: AtomicBool,
+    /// The JobManager is stopping: a deployment waiting for slots gives up.
+    aborted: AtomicBool,
 }
 
 /// The JobManager's view of its TaskManagers; deploys attempts into their slots.
@@ -122,6 +124,7 @@ impl JobManagerCluster {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             accepting: AtomicBool::new(true),
+            aborted: AtomicBool::new(false),
         });
         let i2 = inner.clone();
         std::thread::Builder::new()
@@ -175,6 +178,12 @@ impl JobManagerCluster {
         true
     }
 
+    /// Makes a deployment that waits for slots give up at once (the JobManager is stopping).
+    pub fn abort_waiting(&self) {
+        self.inner.aborted.store(true, Ordering::SeqCst);
+        self.inner.changed.notify_all();
+    }
+
     /// Accept registrations (leader) or refuse them and drop every TaskManager (standby).
     pub fn set_accepting(&self, accepting: bool) {
         self.inner.accepting.store(accepting, Ordering::SeqCst);
@@ -195,6 +204,11 @@ impl JobManagerCluster {
             let offered: u32 = g.tms.iter().map(|t| t.slots).sum();
             if offered >= needed {
                 break;
+            }
+            if self.inner.aborted.load(Ordering::SeqCst) {
+                return Err(JobError::Failed(format!(
+                    "stopped while waiting for task slots ({offered} of {needed} offered)"
+                )));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
