@@ -163,13 +163,7 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
     if !deleting && !job.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = job.finalizers().to_vec();
         finalizers.push(FINALIZER.into());
-        jobs.patch(
-            &names.job,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-        )
-        .await
-        .map_err(api_error("adding the finalizer"))?;
+        set_finalizers(&jobs, &job, finalizers, "adding the finalizer").await?;
         // The patch is an event of its own; the next reconciliation does the rest.
         return Ok(Action::await_change());
     }
@@ -232,13 +226,7 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
                 .filter(|f| *f != FINALIZER)
                 .cloned()
                 .collect();
-            jobs.patch(
-                &names.job,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-            )
-            .await
-            .map_err(api_error("removing the finalizer"))?;
+            set_finalizers(&jobs, &job, finalizers, "removing the finalizer").await?;
             ctx.metrics
                 .set_state(&format!("{}/{}", names.namespace, names.job), None);
             return Ok(Action::await_change());
@@ -286,6 +274,28 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         }
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Replaces the StreamJob's finalizers, on the version that was read: a merge patch replaces
+/// the whole list, so a concurrent change by someone else must make it fail (and be retried)
+/// rather than be overwritten.
+async fn set_finalizers(
+    jobs: &Api<StreamJob>,
+    job: &StreamJob,
+    finalizers: Vec<String>,
+    what: &str,
+) -> Result<(), Error> {
+    jobs.patch(
+        &job.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": job.resource_version(),
+        }})),
+    )
+    .await
+    .map_err(api_error(what))?;
+    Ok(())
 }
 
 /// Kinds and names of the owned objects that do not exist.
