@@ -60,7 +60,13 @@ pub struct Context {
     pub rest_timeout: Duration,
     /// The operator's metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Maps a Service host name (`<service>.<namespace>.svc`) to the address to connect to;
+    /// `None` (the default) leaves it to the cluster's DNS. Tests without cluster DNS set it.
+    pub resolve: Option<Resolver>,
 }
+
+/// See [`Context::resolve`].
+pub type Resolver = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Context {
     /// A context for `client`, reporting events as `instance` and counting into `metrics`.
@@ -68,7 +74,7 @@ impl Context {
         client: Client,
         instance: Option<String>,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Arc<Self> {
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -76,12 +82,13 @@ impl Context {
                 instance,
             },
         );
-        Arc::new(Self {
+        Self {
             client,
             recorder,
             rest_timeout: Duration::from_secs(2),
             metrics,
-        })
+            resolve: None,
+        }
     }
 }
 
@@ -190,7 +197,7 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         .unwrap_or(0)
         > 0;
     let report = if jobmanager_ready {
-        job_report(&names, ctx.rest_timeout).await
+        job_report(&names, &ctx).await
     } else {
         None
     };
@@ -325,6 +332,7 @@ async fn missing(client: &Client, names: &Names) -> Result<Vec<String>, Error> {
         absent::<Role>(client, ns, names.jobmanager(), "Role").await?,
         absent::<RoleBinding>(client, ns, names.jobmanager(), "RoleBinding").await?,
         absent::<Service>(client, ns, names.jobmanager(), "Service").await?,
+        absent::<Service>(client, ns, names.jobmanager_rpc(), "Service").await?,
         absent::<Service>(client, ns, names.taskmanager(), "Service").await?,
         absent::<Deployment>(client, ns, names.jobmanager(), "Deployment").await?,
         absent::<StatefulSet>(client, ns, names.taskmanager(), "StatefulSet").await?,
@@ -360,6 +368,13 @@ async fn apply_all(client: &Client, names: &Names, d: &Desired) -> Result<(), Er
     apply(client, ns, &names.jobmanager(), &d.role).await?;
     apply(client, ns, &names.jobmanager(), &d.role_binding).await?;
     apply(client, ns, &names.jobmanager(), &d.jobmanager_service).await?;
+    apply(
+        client,
+        ns,
+        &names.jobmanager_rpc(),
+        &d.jobmanager_rpc_service,
+    )
+    .await?;
     apply(client, ns, &names.taskmanager(), &d.taskmanager_service).await?;
     apply(client, ns, &names.jobmanager(), &d.jobmanager).await?;
     apply(client, ns, &names.taskmanager(), &d.taskmanager).await?;
@@ -368,11 +383,16 @@ async fn apply_all(client: &Client, names: &Names, d: &Desired) -> Result<(), Er
 
 /// `GET path` on the leading JobManager's REST API (through its Service), decoded; `None`
 /// when it does not answer in time.
-async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, timeout: Duration) -> Option<T> {
+async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, ctx: &Context) -> Option<T> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = format!("{}.{}.svc", names.jobmanager(), names.namespace);
+    let connect_to = ctx
+        .resolve
+        .as_ref()
+        .and_then(|r| r(&host))
+        .unwrap_or_else(|| host.clone());
     let fetch = async {
-        let mut s = tokio::net::TcpStream::connect((host.as_str(), REST_PORT))
+        let mut s = tokio::net::TcpStream::connect((connect_to.as_str(), REST_PORT))
             .await
             .ok()?;
         let req = format!(
@@ -385,13 +405,16 @@ async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, timeout: Durat
         let (_, body) = text.split_once("\r\n\r\n")?;
         serde_json::from_str(body).ok()
     };
-    tokio::time::timeout(timeout, fetch).await.ok().flatten()
+    tokio::time::timeout(ctx.rest_timeout, fetch)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The job and its checkpoints, from the JobManager.
-async fn job_report(names: &Names, timeout: Duration) -> Option<crate::report::JobReport> {
-    let overview = get_json(names, "/v1/job", timeout).await?;
-    let checkpoints = get_json(names, "/v1/job/checkpoints", timeout).await;
+async fn job_report(names: &Names, ctx: &Context) -> Option<crate::report::JobReport> {
+    let overview = get_json(names, "/v1/job", ctx).await?;
+    let checkpoints = get_json(names, "/v1/job/checkpoints", ctx).await;
     Some(crate::report::JobReport {
         overview,
         checkpoints,

@@ -123,7 +123,9 @@ async fn run() -> Result<()> {
             namespaces.join(", ")
         }
     );
-    let ctx = weir_operator::controller::Context::new(client, pod, metrics);
+    let ctx = Arc::new(weir_operator::controller::Context::new(
+        client, pod, metrics,
+    ));
     weir_operator::controller::run_namespaces(ctx, &namespaces).await;
     Ok(())
 }

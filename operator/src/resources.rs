@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | ConfigMap | `<job>-config` | the manifest, mounted where both processes read it |
 //! | ServiceAccount, Role, RoleBinding | `<job>-jobmanager` | the JobManager's Lease, nothing else |
-//! | Service | `<job>-jobmanager` | REST (8081) and RPC (6123) of the *ready* JobManager: only the leader listens |
+//! | Service | `<job>-jobmanager` | REST (8081) of the *ready* JobManager: only the leader serves it |
+//! | Service | `<job>-jobmanager-rpc` | RPC (6123) of the JobManagers, ready or not: only the leader listens |
 //! | Service (headless) | `<job>-taskmanager` | stable names for the TaskManagers' data ports (6121) |
 //! | Deployment | `<job>-jobmanager` | `spec.jobManager.replicas` JobManagers (2: leader and standby) |
 //! | StatefulSet | `<job>-taskmanager` | `spec.taskManager.replicas` TaskManagers |
@@ -68,8 +69,10 @@ pub struct Desired {
     pub role: Role,
     /// Binds them.
     pub role_binding: RoleBinding,
-    /// REST and RPC of the leading JobManager.
+    /// REST API of the leading (ready) JobManager.
     pub jobmanager_service: Service,
+    /// RPC port of the JobManagers, ready or not.
+    pub jobmanager_rpc_service: Service,
     /// The TaskManagers' stable names.
     pub taskmanager_service: Service,
     /// The JobManagers.
@@ -110,6 +113,10 @@ impl Names {
     /// ServiceAccount, Role, RoleBinding, Service and Deployment of the JobManagers.
     pub fn jobmanager(&self) -> String {
         format!("{}-jobmanager", self.job)
+    }
+    /// The Service of the JobManagers' RPC port.
+    pub fn jobmanager_rpc(&self) -> String {
+        format!("{}-jobmanager-rpc", self.job)
     }
     /// Service and StatefulSet of the TaskManagers.
     pub fn taskmanager(&self) -> String {
@@ -299,10 +306,22 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
             "metadata": meta(names.jobmanager(), "jobmanager"),
             "spec": {
                 "selector": selector(&names, "jobmanager"),
-                "ports": [
-                    {"name": "rest", "port": REST_PORT, "targetPort": "rest"},
-                    {"name": "rpc", "port": RPC_PORT, "targetPort": "rpc"},
-                ],
+                "ports": [{"name": "rest", "port": REST_PORT, "targetPort": "rest"}],
+            },
+        }),
+    )?;
+    // TaskManagers must reach the JobManager before it is ready: it serves its REST API (and
+    // so its readiness) only once the job is deployed, which needs their slots. A standby does
+    // not listen on this port, so connections through this Service reach the leader.
+    let jobmanager_rpc_service = typed(
+        "Service",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": meta(names.jobmanager_rpc(), "jobmanager"),
+            "spec": {
+                "selector": selector(&names, "jobmanager"),
+                "publishNotReadyAddresses": true,
+                "ports": [{"name": "rpc", "port": RPC_PORT, "targetPort": "rpc"}],
             },
         }),
     )?;
@@ -383,7 +402,7 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
     let mut env = common_env(job);
     env.push(json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}));
     env.push(json!({"name": "WEIR_JOBMANAGER_ADDRESS",
-                    "value": format!("{}.{}.svc:{RPC_PORT}", names.jobmanager(), names.namespace)}));
+                    "value": format!("{}.{}.svc:{RPC_PORT}", names.jobmanager_rpc(), names.namespace)}));
     env.push(json!({"name": "WEIR_STATE_DIR", "value": "/var/lib/weir"}));
     let mut tm_pod = json!({
         "metadata": {
@@ -438,6 +457,7 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
         role,
         role_binding,
         jobmanager_service,
+        jobmanager_rpc_service,
         taskmanager_service,
         jobmanager,
         taskmanager,
@@ -481,6 +501,7 @@ mod tests {
             json(&d.role),
             json(&d.role_binding),
             json(&d.jobmanager_service),
+            json(&d.jobmanager_rpc_service),
             json(&d.taskmanager_service),
             json(&d.jobmanager),
             json(&d.taskmanager),
@@ -556,7 +577,7 @@ mod tests {
         assert!(args.contains(&"$(POD_IP):6121"), "{args:?}");
         let env = c["env"].as_array().unwrap();
         assert!(env.iter().any(|e| e["name"] == "WEIR_JOBMANAGER_ADDRESS"
-            && e["value"] == "orders-jobmanager.streams.svc:6123"));
+            && e["value"] == "orders-jobmanager-rpc.streams.svc:6123"));
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
         // The manifest the pods read is the StreamJob's.
         let cm = json(&d.config);

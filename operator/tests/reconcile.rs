@@ -1,14 +1,13 @@
 //! The controller against the real kube-apiserver and kube-controller-manager that `.ci/run`
-//! starts (no kubelet: pods are never scheduled, so the job never reaches Running here — the
-//! lifecycle up to Deploying, the objects, RBAC, status, events, recreation of vanished objects,
-//! invalid specs and deletion are what these tests show).
+//! starts, without running pods (the kubelet stand-in is not started here, so the lifecycle
+//! stays at Deploying): the objects, RBAC, status, events, recreation of vanished objects,
+//! invalid specs and deletion. `e2e.rs` runs the pods.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use std::time::{Duration, Instant};
@@ -16,39 +15,16 @@ use weir_api::{CheckpointingSpec, LifecycleState, StreamJob, StreamJobSpec};
 use weir_kube_test::TestNamespace;
 use weir_operator::controller;
 
-async fn install_crd(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = StreamJob::crd();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("weir-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = crds.get(&crd.name_any()).await.unwrap();
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        assert!(Instant::now() < deadline, "CRD not established");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A namespace with the CRD installed and the controller running for it.
 async fn setup(prefix: &str) -> TestNamespace {
     let ns = TestNamespace::create(prefix).await;
-    install_crd(&ns.client()).await;
+    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
     let metrics = std::sync::Arc::new(weir_operator::metrics::Metrics::new().unwrap());
-    let ctx = controller::Context::new(ns.client(), Some("test".into()), metrics);
+    let ctx = std::sync::Arc::new(controller::Context::new(
+        ns.client(),
+        Some("test".into()),
+        metrics,
+    ));
     let name = ns.name().to_string();
     tokio::spawn(async move { controller::run(ctx, Some(&name)).await });
     ns
@@ -115,7 +91,11 @@ async fn a_streamjob_is_deployed_with_owned_objects_status_and_events() {
         &uid
     ));
     let svc: Api<Service> = ns.api();
-    for s in ["orders-jobmanager", "orders-taskmanager"] {
+    for s in [
+        "orders-jobmanager",
+        "orders-jobmanager-rpc",
+        "orders-taskmanager",
+    ] {
         assert!(owned_by(&svc.get(s).await.unwrap().metadata, &uid), "{s}");
     }
     let sa: Api<ServiceAccount> = ns.api();

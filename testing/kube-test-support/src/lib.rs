@@ -14,6 +14,8 @@
 //! # }
 //! ```
 
+pub mod kubelet;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -28,6 +30,46 @@ pub const KUBECONFIG_VAR: &str = "WEIR_KUBECONFIG";
 /// How to start the test server, quoted in every failure to reach it.
 pub const START_HINT: &str = "start the test API server with `bash .ci/kube.sh start` (and \
      `eval \"$(bash .ci/kube.sh env)\"` when WEIR_KUBE_DIR is not the default)";
+
+/// Installs (server-side applies) `crd` and waits until the API server serves it.
+pub async fn install_crd(
+    client: &Client,
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    if let Err(e) = crds
+        .patch(
+            &name,
+            &kube::api::PatchParams::apply("weir-tests").force(),
+            &kube::api::Patch::Apply(&crd),
+        )
+        .await
+    {
+        panic!("installing the CRD {name}: {e}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let established = crds
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.status?.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CRD {name} was not established"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// The label every test namespace carries, so leftovers of killed test runs can be found:
 /// `bash .ci/kube.sh kubectl delete ns -l weir.dev/test=true`.

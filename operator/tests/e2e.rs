@@ -1,0 +1,152 @@
+//! The operator with pods that really run: the kubelet stand-in of `weir-kube-test` runs each
+//! pod as a local `weir` process on its own loopback address, with a proxy per Service (the
+//! test control plane has no nodes, no kube-proxy and no cluster DNS — the only parts played
+//! here, see `weir_kube_test::kubelet`). Against the real kube-apiserver and
+//! kube-controller-manager (which create the pods of the Deployment and the StatefulSet): a
+//! StreamJob reaches Running with completed checkpoints and `Ready`; its TaskManager pod
+//! vanishes and the job recovers; its JobManager pod vanishes and the new one restores from the
+//! latest checkpoint in checkpoint storage.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_api::{JobState, StreamJob, StreamJobStatus};
+use weir_kube_test::TestNamespace;
+use weir_kube_test::kubelet::Kubelet;
+use weir_operator::controller;
+
+fn weir_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("weir");
+    assert!(bin.exists(), "{} not built", bin.display());
+    bin
+}
+
+async fn status_until(
+    jobs: &Api<StreamJob>,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&StreamJobStatus) -> bool,
+) -> StreamJobStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = jobs.get("orders").await.unwrap().status.unwrap_or_default();
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn running(s: &StreamJobStatus) -> bool {
+    s.job_status.as_ref().and_then(|j| j.state) == Some(JobState::Running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
+    let ns = TestNamespace::create("op-e2e").await;
+    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
+    let dir = std::env::temp_dir().join(format!("weir-op-e2e-{}", ns.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
+    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
+    let mut ctx = controller::Context::new(ns.client(), Some("e2e".into()), metrics);
+    ctx.resolve = Some(Arc::new(kubelet.resolver()));
+    let (ctx, name) = (Arc::new(ctx), ns.name().to_string());
+    tokio::spawn(async move { controller::run(ctx, Some(&name)).await });
+
+    let job: StreamJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+        "metadata": {"name": "orders"},
+        "spec": {
+            "job": {"program": "orders", "parallelism": 2,
+                    "args": {"rate": "500", "users": "50",
+                             "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
+            "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
+            "taskManager": {"replicas": 2, "slots": 1},
+            "checkpointing": {"interval": "500ms",
+                              "storage": format!("file://{}", dir.join("checkpoints").display())},
+            "restartStrategy": {"type": "fixedDelay", "attempts": 100, "delay": "200ms"},
+        },
+    }))
+    .unwrap();
+    let jobs: Api<StreamJob> = ns.api();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+
+    let first = status_until(
+        &jobs,
+        "the job running with a checkpoint",
+        Duration::from_secs(120),
+        |s| {
+            running(s)
+                && s.last_completed_checkpoint.is_some()
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        },
+    )
+    .await;
+    let first_checkpoint = first.last_completed_checkpoint.unwrap().id;
+
+    // A TaskManager pod vanishes: the StatefulSet replaces it and the job restarts from its
+    // latest checkpoint.
+    let pods: Api<Pod> = ns.api();
+    pods.delete("orders-taskmanager-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let after_tm = status_until(
+        &jobs,
+        "recovery from the TaskManager's loss",
+        Duration::from_secs(120),
+        |s| {
+            running(s)
+                && s.restart_count >= 1
+                && s.last_completed_checkpoint
+                    .as_ref()
+                    .is_some_and(|c| c.id > first_checkpoint)
+        },
+    )
+    .await;
+
+    // The JobManager pod vanishes: the Deployment replaces it, and the new JobManager restores
+    // the latest checkpoint from checkpoint storage.
+    let jm = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=jobmanager"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    let job_id = after_tm.job_status.as_ref().and_then(|j| j.job_id.clone());
+    pods.delete(&jm.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let after_jm = status_until(
+        &jobs,
+        "recovery from the JobManager's loss",
+        Duration::from_secs(120),
+        |s| {
+            running(s)
+                && s.job_status.as_ref().and_then(|j| j.job_id.clone()) != job_id
+                && s.restored_from.is_some()
+        },
+    )
+    .await;
+    assert!(
+        after_jm.restored_from.as_deref().unwrap().contains("chk-"),
+        "{after_jm:#?}"
+    );
+    drop(kubelet);
+    let _ = std::fs::remove_dir_all(&dir);
+}
