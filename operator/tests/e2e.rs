@@ -51,20 +51,32 @@ fn running(s: &StreamJobStatus) -> bool {
     s.job_status.as_ref().and_then(|j| j.state) == Some(JobState::Running)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
-    let ns = TestNamespace::create("op-e2e").await;
+struct Setup {
+    ns: TestNamespace,
+    dir: PathBuf,
+    kubelet: Kubelet,
+    jobs: Api<StreamJob>,
+    controller: tokio::task::JoinHandle<()>,
+}
+
+fn start_controller(ns: &TestNamespace, kubelet: &Kubelet) -> tokio::task::JoinHandle<()> {
+    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
+    let mut ctx = controller::Context::new(ns.client(), Some("e2e".into()), metrics);
+    ctx.resolve = Some(Arc::new(kubelet.resolver()));
+    let (ctx, name) = (Arc::new(ctx), ns.name().to_string());
+    tokio::spawn(async move { controller::run(ctx, Some(&name)).await })
+}
+
+/// A namespace with the CRD, the kubelet stand-in and the controller, and the StreamJob
+/// `orders` created with `restart_strategy`.
+async fn setup(prefix: &str, restart_strategy: serde_json::Value) -> Setup {
+    let ns = TestNamespace::create(prefix).await;
     weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
     let dir = std::env::temp_dir().join(format!("weir-op-e2e-{}", ns.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
-    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
-    let mut ctx = controller::Context::new(ns.client(), Some("e2e".into()), metrics);
-    ctx.resolve = Some(Arc::new(kubelet.resolver()));
-    let (ctx, name) = (Arc::new(ctx), ns.name().to_string());
-    tokio::spawn(async move { controller::run(ctx, Some(&name)).await });
-
+    let controller = start_controller(&ns, &kubelet);
     let job: StreamJob = serde_json::from_value(serde_json::json!({
         "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
         "metadata": {"name": "orders"},
@@ -76,15 +88,31 @@ async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
             "taskManager": {"replicas": 2, "slots": 1},
             "checkpointing": {"interval": "500ms",
                               "storage": format!("file://{}", dir.join("checkpoints").display())},
-            "restartStrategy": {"type": "fixedDelay", "attempts": 100, "delay": "200ms"},
+            "restartStrategy": restart_strategy,
         },
     }))
     .unwrap();
     let jobs: Api<StreamJob> = ns.api();
     jobs.create(&PostParams::default(), &job).await.unwrap();
+    Setup {
+        ns,
+        dir,
+        kubelet,
+        jobs,
+        controller,
+    }
+}
 
-    let first = status_until(
-        &jobs,
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.controller.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn running_with_checkpoint(jobs: &Api<StreamJob>) -> StreamJobStatus {
+    status_until(
+        jobs,
         "the job running with a checkpoint",
         Duration::from_secs(120),
         |s| {
@@ -95,17 +123,38 @@ async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
                     .any(|c| c.type_ == "Ready" && c.status == "True")
         },
     )
+    .await
+}
+
+async fn jobmanager_pod(pods: &Api<Pod>) -> Pod {
+    pods.list(&ListParams::default().labels("app.kubernetes.io/component=jobmanager"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
+    let s = setup(
+        "op-e2e",
+        serde_json::json!({"type": "fixedDelay", "attempts": 100, "delay": "200ms"}),
+    )
     .await;
+    let jobs = &s.jobs;
+    let first = running_with_checkpoint(jobs).await;
     let first_checkpoint = first.last_completed_checkpoint.unwrap().id;
 
     // A TaskManager pod vanishes: the StatefulSet replaces it and the job restarts from its
     // latest checkpoint.
-    let pods: Api<Pod> = ns.api();
+    let pods: Api<Pod> = s.ns.api();
     pods.delete("orders-taskmanager-0", &DeleteParams::default())
         .await
         .unwrap();
     let after_tm = status_until(
-        &jobs,
+        jobs,
         "recovery from the TaskManager's loss",
         Duration::from_secs(120),
         |s| {
@@ -120,20 +169,13 @@ async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
 
     // The JobManager pod vanishes: the Deployment replaces it, and the new JobManager restores
     // the latest checkpoint from checkpoint storage.
-    let jm = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=jobmanager"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .unwrap();
+    let jm = jobmanager_pod(&pods).await;
     let job_id = after_tm.job_status.as_ref().and_then(|j| j.job_id.clone());
     pods.delete(&jm.name_any(), &DeleteParams::default())
         .await
         .unwrap();
     let after_jm = status_until(
-        &jobs,
+        jobs,
         "recovery from the JobManager's loss",
         Duration::from_secs(120),
         |s| {
@@ -147,6 +189,96 @@ async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
         after_jm.restored_from.as_deref().unwrap().contains("chk-"),
         "{after_jm:#?}"
     );
-    drop(kubelet);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With no restart strategy, losing a TaskManager fails the job; its JobManager process ends,
+/// its container is restarted, and the new process restores the latest checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_failed_beyond_its_restart_strategy_is_recovered_from_its_latest_checkpoint() {
+    let s = setup("op-e2e-failed", serde_json::json!({"type": "none"})).await;
+    let jobs = &s.jobs;
+    let first = running_with_checkpoint(jobs).await;
+    let job_id = first.job_status.as_ref().and_then(|j| j.job_id.clone());
+    let pods: Api<Pod> = s.ns.api();
+    let jm_before = jobmanager_pod(&pods).await;
+    pods.delete("orders-taskmanager-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let after = status_until(
+        jobs,
+        "recovery of the failed job",
+        Duration::from_secs(120),
+        |s| {
+            running(s)
+                && s.job_status.as_ref().and_then(|j| j.job_id.clone()) != job_id
+                && s.restored_from
+                    .as_deref()
+                    .is_some_and(|p| p.contains("chk-"))
+        },
+    )
+    .await;
+    // The same JobManager pod, its container restarted: the failure ended the process.
+    let jm_after = jobmanager_pod(&pods).await;
+    assert_eq!(jm_after.uid(), jm_before.uid());
+    let restarts = jm_after
+        .status
+        .and_then(|st| st.container_statuses)
+        .and_then(|c| c.first().map(|c| c.restart_count))
+        .unwrap_or(0);
+    assert!(restarts >= 1, "{after:#?}");
+    let _ = &s.kubelet;
+}
+
+/// A restarted operator takes over without redoing anything: no object is re-created, no pod
+/// replaced, the job not restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_operator_does_not_repeat_actions() {
+    let mut s = setup(
+        "op-e2e-restart",
+        serde_json::json!({"type": "fixedDelay", "attempts": 100, "delay": "200ms"}),
+    )
+    .await;
+    let before = running_with_checkpoint(&s.jobs).await;
+    let pods: Api<Pod> = s.ns.api();
+    let uids = |list: Vec<Pod>| {
+        let mut v: Vec<String> = list.into_iter().filter_map(|p| p.uid()).collect();
+        v.sort();
+        v
+    };
+    let pods_before = uids(pods.list(&ListParams::default()).await.unwrap().items);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = s.ns.api();
+    let generation_before = deployments
+        .get("orders-jobmanager")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    s.controller.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.controller = start_controller(&s.ns, &s.kubelet);
+    // Let the new operator reconcile a few times.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = s.jobs.get("orders").await.unwrap().status.unwrap();
+    assert!(running(&after), "{after:#?}");
+    assert_eq!(
+        after.job_status.as_ref().and_then(|j| j.job_id.clone()),
+        before.job_status.as_ref().and_then(|j| j.job_id.clone()),
+        "the job was not restarted"
+    );
+    assert_eq!(after.restart_count, 0);
+    assert_eq!(
+        uids(pods.list(&ListParams::default()).await.unwrap().items),
+        pods_before,
+        "no pod was replaced"
+    );
+    assert_eq!(
+        deployments
+            .get("orders-jobmanager")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        generation_before,
+        "the Deployment was not changed"
+    );
 }

@@ -5,10 +5,10 @@
 //! status — pod IP, readiness from the container's HTTP readiness probe, restarts. Deleting a pod
 //! stops its process (SIGTERM, then SIGKILL after 5 s).
 //!
-//! Networking on one machine: every pod gets its own loopback address `127.0.0.N` (Linux routes
+//! Networking on one machine: every pod gets its own loopback address `127.2.x.y` (Linux routes
 //! all of 127.0.0.0/8 to loopback), and binds to `0.0.0.0:` in container arguments are rewritten
 //! to it, so pods can use the same ports. Every Service with a cluster IP gets a stable address
-//! `127.0.1.N` with a TCP proxy per port to a ready pod behind it (what kube-proxy does), and
+//! `127.1.x.y` with a TCP proxy per port to a ready pod behind it (what kube-proxy does), and
 //! `<service>.<namespace>.svc` in environment values resolves to it ([`Kubelet::resolve`]).
 //! Volumes: ConfigMaps are written as files, emptyDirs are directories; mount paths in arguments
 //! and environment values are rewritten to them. Environment: values with `$(VAR)` expansion,
@@ -42,8 +42,22 @@ struct State {
     pods: HashMap<String, Proc>,
     /// Service name → (stable address, proxied ports).
     services: HashMap<String, (String, Vec<u16>)>,
-    next_pod: u32,
-    next_service: u32,
+}
+
+/// Addresses handed out in this process: every stand-in (tests run in parallel) gets its own.
+static POD_ADDRESSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static SERVICE_ADDRESSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The next loopback address of a range: `127.<base + n / 250>.<n % 250 + 1>` — pods from
+/// 127.2.0.1, Services from 127.1.0.1, clear of 127.0.0.1 where everything else listens.
+fn next_address(counter: &std::sync::atomic::AtomicU32, base: u32) -> String {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "127.{}.{}.{}",
+        base + n / 62_500,
+        (n / 250) % 250,
+        n % 250 + 1
+    )
 }
 
 /// The running stand-in; stops (and kills every process) when dropped.
@@ -264,8 +278,7 @@ async fn sync(
         if g.services.contains_key(&name) {
             continue;
         }
-        g.next_service += 1;
-        let address = format!("127.0.1.{}", g.next_service);
+        let address = next_address(&SERVICE_ADDRESSES, 1);
         g.services
             .insert(name.clone(), (address.clone(), ports.clone()));
         drop(g);
@@ -487,11 +500,7 @@ async fn start(
     state: &Arc<Mutex<State>>,
     pod: &Pod,
 ) -> Result<(), kube::Error> {
-    let ip = {
-        let mut g = lock(state);
-        g.next_pod += 1;
-        format!("127.0.0.{}", 10 + g.next_pod)
-    };
+    let ip = next_address(&POD_ADDRESSES, 2);
     let started = k8s_openapi::jiff::Timestamp::now().to_string();
     let child = launch(client, ns, binary, dir, state, pod, &ip).await?;
     lock(state).pods.insert(
