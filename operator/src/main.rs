@@ -33,6 +33,26 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The election's timing: client-go's defaults, or `WEIR_OPERATOR_LEASE_DURATION`,
+/// `WEIR_OPERATOR_RENEW_DEADLINE`, `WEIR_OPERATOR_RETRY_PERIOD` (seconds).
+fn election_config() -> Result<weir_ha::ElectionConfig> {
+    let mut c = weir_ha::ElectionConfig::default();
+    for (var, field) in [
+        ("WEIR_OPERATOR_LEASE_DURATION", &mut c.lease_duration),
+        ("WEIR_OPERATOR_RENEW_DEADLINE", &mut c.renew_deadline),
+        ("WEIR_OPERATOR_RETRY_PERIOD", &mut c.retry_period),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            let secs: f64 = v
+                .parse()
+                .with_context(|| format!("{var}={v:?}: expected seconds, e.g. 15"))?;
+            *field = std::time::Duration::from_secs_f64(secs);
+        }
+    }
+    c.validate().context("leader election timing")?;
+    Ok(c)
+}
+
 /// `WATCH_NAMESPACES` as a list; empty means all namespaces.
 fn watched(value: Option<&str>) -> Vec<String> {
     value
@@ -48,6 +68,10 @@ async fn serve_metrics(address: &str, metrics: Arc<Metrics>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on METRICS_ADDRESS {address}"))?;
+    eprintln!(
+        "weir-operator: metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -96,15 +120,15 @@ async fn run() -> Result<()> {
             &ns,
             "weir-operator-leader",
             weir_ha::default_identity(),
-            weir_ha::ElectionConfig::default(),
+            election_config()?,
         )?;
         let mut handle = elector.start();
-        tracing::info!("waiting for the leadership of Lease {ns}/weir-operator-leader");
+        eprintln!("weir-operator: standby, campaigning for Lease {ns}/weir-operator-leader");
         let term = handle
             .leading()
             .await
             .context("the election stopped before this replica led")?;
-        tracing::info!("leading with epoch {}", term.epoch);
+        eprintln!("weir-operator: leading with fencing epoch {}", term.epoch);
         tokio::spawn(async move {
             if let Some(lost) = handle.lost(&term).await {
                 eprintln!(
