@@ -136,8 +136,22 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         .await;
 }
 
-fn error_policy(job: Arc<StreamJob>, e: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(job: Arc<StreamJob>, e: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!("reconciling {}: {e}", job.name_any());
+    // Every error also becomes an Event on the StreamJob, where `kubectl describe` shows it.
+    let (ev, reference) = (
+        Event {
+            type_: EventType::Warning,
+            reason: "ReconcileFailed".into(),
+            note: Some(e.to_string()),
+            action: "Reconcile".into(),
+            secondary: None,
+        },
+        job.object_ref(&()),
+    );
+    tokio::spawn(async move {
+        let _ = ctx.recorder.publish(&ev, &reference).await;
+    });
     Action::requeue(Duration::from_secs(5))
 }
 

@@ -2,7 +2,7 @@
 //! and how it goes into the StreamJob's status — a pure mapping, tested without a JobManager.
 
 use weir_api::rest::{CheckpointHistory, JobOverview};
-use weir_api::{CheckpointInfo, JobStatus, StreamJobStatus};
+use weir_api::{CheckpointInfo, JobStatus, SavepointRecord, SavepointTriggerType, StreamJobStatus};
 
 /// Completed checkpoints without a restart after which a running job is `Stable`.
 pub const STABLE_CHECKPOINTS: u64 = 3;
@@ -60,6 +60,22 @@ pub fn apply(status: &mut StreamJobStatus, r: &JobReport, now_ms: i64) {
     if let Some(restored) = &c.latest_restored {
         status.restored_from = Some(restored.path.clone());
     }
+    // A savepoint taken through the JobManager's API (`weir savepoint`); the operator's own
+    // (upgrades, nonces, schedules) are recorded where it takes them.
+    if let Some(sp) = &c.latest_savepoint
+        && let Some(path) = &sp.external_path
+        && status.last_savepoint.as_ref().map(|s| &s.path) != Some(path)
+        && !status.savepoint_history.iter().any(|s| &s.path == path)
+    {
+        let record = SavepointRecord {
+            path: path.clone(),
+            time: rfc3339(sp.trigger_time_ms + sp.duration_ms.unwrap_or(0)),
+            trigger_type: SavepointTriggerType::Manual,
+            trigger_nonce: None,
+        };
+        status.savepoint_history.push(record.clone());
+        status.last_savepoint = Some(record);
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +123,27 @@ mod tests {
         assert_eq!(c.time, "2023-11-14T22:13:24.25Z");
         assert_eq!(s.restored_from.as_deref(), Some("s3://b/orders/chk-4"));
         assert_eq!(s.restart_count, 0);
+        assert!(s.last_savepoint.is_none());
+    }
+
+    #[test]
+    fn a_savepoint_is_recorded_once() {
+        let mut r = report();
+        r.checkpoints.as_mut().unwrap().latest_savepoint = Some(
+            serde_json::from_value(serde_json::json!({
+                "id": 8, "status": "COMPLETED", "isSavepoint": true,
+                "triggerTimeMs": 1_700_000_005_000i64, "durationMs": 100,
+                "stateSizeBytes": 4096, "externalPath": "s3://b/sp/savepoint-8"}))
+            .unwrap(),
+        );
+        let mut s = StreamJobStatus::default();
+        apply(&mut s, &r, 0);
+        apply(&mut s, &r, 1);
+        assert_eq!(
+            s.last_savepoint.as_ref().unwrap().path,
+            "s3://b/sp/savepoint-8"
+        );
+        assert_eq!(s.savepoint_history.len(), 1);
     }
 
     #[test]
