@@ -226,6 +226,7 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         stable: report
             .as_ref()
             .is_some_and(crate::report::JobReport::stable),
+        suspended: job.spec.job.state == weir_api::JobTargetState::Suspended,
         previous,
     };
 

@@ -19,6 +19,8 @@ pub struct Observed {
     pub job: Option<JobState>,
     /// The run has completed enough checkpoints without a restart to count as stable.
     pub stable: bool,
+    /// `spec.job.state` is `suspended`.
+    pub suspended: bool,
     /// The lifecycle state in the status before this reconciliation.
     pub previous: Option<LifecycleState>,
 }
@@ -102,6 +104,18 @@ pub fn decide(o: &Observed) -> Decision {
             progressing: Cond::no("InvalidSpec", "nothing is applied until the spec is fixed"),
             degraded: Cond::yes("InvalidSpec", message.clone()),
             error: Some(message),
+        };
+    }
+    if o.suspended {
+        let m = "spec.job.state is suspended: no pods run; set it to running to resume from the \
+                 latest checkpoint";
+        return Decision {
+            action: Action::Apply,
+            lifecycle: L::Suspended,
+            ready: Cond::no("Suspended", m),
+            progressing: Cond::no("Suspended", m),
+            degraded: Cond::no("Suspended", m),
+            error: None,
         };
     }
     if !o.missing.is_empty() {
@@ -221,6 +235,7 @@ mod tests {
             jobmanager_ready: true,
             job: Some(JobState::Running),
             stable: false,
+            suspended: false,
             previous: Some(L::Running),
         }
     }
@@ -361,6 +376,45 @@ mod tests {
                 Observed {
                     invalid: vec!["spec.x: bad".into()],
                     missing: missing(),
+                    ..base()
+                },
+                Action::Hold,
+                L::Running,
+                false,
+                false,
+                "InvalidSpec",
+            ),
+            (
+                "suspended: objects kept, no pods",
+                Observed {
+                    suspended: true,
+                    ..base()
+                },
+                Action::Apply,
+                L::Suspended,
+                false,
+                false,
+                "Suspended",
+            ),
+            (
+                "resumed: deploying again",
+                Observed {
+                    job: None,
+                    jobmanager_ready: false,
+                    previous: Some(L::Suspended),
+                    ..base()
+                },
+                Action::Apply,
+                L::Deploying,
+                false,
+                true,
+                "Deploying",
+            ),
+            (
+                "an invalid spec is held even when suspended",
+                Observed {
+                    suspended: true,
+                    invalid: vec!["spec.x: bad".into()],
                     ..base()
                 },
                 Action::Hold,

@@ -247,6 +247,17 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
         })
     };
     let hash = spec_hash(job);
+    // A suspended job keeps every object but runs no pod; resuming starts the JobManager again,
+    // which restores the latest checkpoint.
+    let suspended = job.spec.job.state == weir_api::JobTargetState::Suspended;
+    let (jm_replicas, tm_replicas) = if suspended {
+        (0, 0)
+    } else {
+        (
+            job.spec.job_manager.replicas,
+            job.spec.task_manager.replicas,
+        )
+    };
     let manifest = serde_json::to_string_pretty(&json!({
         "apiVersion": weir_api::API_VERSION,
         "kind": weir_api::KIND,
@@ -390,7 +401,7 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": meta(names.jobmanager(), "jobmanager"),
             "spec": {
-                "replicas": job.spec.job_manager.replicas,
+                "replicas": jm_replicas,
                 "selector": {"matchLabels": selector(&names, "jobmanager")},
                 // Never two leaders' worth of pods at once beyond the configured replicas.
                 "strategy": {"type": "Recreate"},
@@ -442,7 +453,7 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
             "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": meta(names.taskmanager(), "taskmanager"),
             "spec": {
-                "replicas": job.spec.task_manager.replicas,
+                "replicas": tm_replicas,
                 "serviceName": names.taskmanager(),
                 // TaskManagers are interchangeable: start and replace them all at once.
                 "podManagementPolicy": "Parallel",
@@ -599,6 +610,15 @@ mod tests {
         };
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(hash(&a), json(&spec_hash(&job())));
+    }
+
+    #[test]
+    fn a_suspended_job_runs_no_pod() {
+        let mut j = job();
+        j.spec.job.state = weir_api::JobTargetState::Suspended;
+        let d = desired(&j).unwrap();
+        assert_eq!(json(&d.jobmanager)["spec"]["replicas"], 0);
+        assert_eq!(json(&d.taskmanager)["spec"]["replicas"], 0);
     }
 
     #[test]

@@ -282,3 +282,69 @@ async fn a_restarted_operator_does_not_repeat_actions() {
         "the Deployment was not changed"
     );
 }
+
+/// `spec.job.state: suspended` removes the pods and keeps everything else; `running` brings
+/// them back, and the job resumes from its latest checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspended_job_runs_no_pods_and_resumes_from_its_latest_checkpoint() {
+    let s = setup(
+        "op-e2e-suspend",
+        serde_json::json!({"type": "fixedDelay", "attempts": 100, "delay": "200ms"}),
+    )
+    .await;
+    let first = running_with_checkpoint(&s.jobs).await;
+    let job_id = first.job_status.as_ref().and_then(|j| j.job_id.clone());
+    let state =
+        |v: &str| kube::api::Patch::Merge(serde_json::json!({"spec": {"job": {"state": v}}}));
+    s.jobs
+        .patch(
+            "orders",
+            &kube::api::PatchParams::default(),
+            &state("suspended"),
+        )
+        .await
+        .unwrap();
+    status_until(&s.jobs, "Suspended", Duration::from_secs(60), |st| {
+        st.lifecycle_state == Some(weir_api::LifecycleState::Suspended)
+    })
+    .await;
+    let pods: Api<Pod> = s.ns.api();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=orders"))
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "pods still there while suspended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = s.ns.api();
+    assert!(cms.get_opt("orders-config").await.unwrap().is_some());
+    s.jobs
+        .patch(
+            "orders",
+            &kube::api::PatchParams::default(),
+            &state("running"),
+        )
+        .await
+        .unwrap();
+    let resumed = status_until(&s.jobs, "the resumed job", Duration::from_secs(120), |st| {
+        running(st)
+            && st.job_status.as_ref().and_then(|j| j.job_id.clone()) != job_id
+            && st
+                .restored_from
+                .as_deref()
+                .is_some_and(|p| p.contains("chk-"))
+    })
+    .await;
+    assert_ne!(
+        resumed.lifecycle_state,
+        Some(weir_api::LifecycleState::Suspended)
+    );
+    let _ = &s.kubelet;
+}
