@@ -250,6 +250,15 @@ async fn proxy(client: Client, ns: String, service: String, listen: String, port
     }
 }
 
+/// What every step of the loop works with.
+struct Host<'a> {
+    client: &'a Client,
+    ns: &'a str,
+    binary: &'a Path,
+    dir: &'a Path,
+    state: &'a Arc<Mutex<State>>,
+}
+
 async fn sync(
     client: &Client,
     ns: &str,
@@ -257,6 +266,13 @@ async fn sync(
     dir: &Path,
     state: &Arc<Mutex<State>>,
 ) -> Result<(), kube::Error> {
+    let host = Host {
+        client,
+        ns,
+        binary,
+        dir,
+        state,
+    };
     // Services: a stable address and a proxy per port.
     let services = Api::<Service>::namespaced(client.clone(), ns)
         .list(&Default::default())
@@ -340,9 +356,9 @@ async fn sync(
             Some(NODE) => {
                 let running = lock(state).pods.contains_key(&name);
                 if !running {
-                    start(client, ns, binary, dir, state, &pod).await?;
+                    start(&host, &pod).await?;
                 }
-                supervise(client, ns, binary, dir, state, &pod).await?;
+                supervise(&host, &pod).await?;
             }
             Some(_) => {}
         }
@@ -388,13 +404,11 @@ async fn stop(pods: &Api<Pod>, state: &Arc<Mutex<State>>, name: &str) {
 
 /// Environment, expanded arguments and the local files of a pod's first container.
 async fn prepare(
-    client: &Client,
-    ns: &str,
-    dir: &Path,
-    state: &Arc<Mutex<State>>,
+    h: &Host<'_>,
     pod: &Pod,
     ip: &str,
 ) -> Result<(Vec<(String, String)>, Vec<String>), kube::Error> {
+    let (client, ns, dir, state) = (h.client, h.ns, h.dir, h.state);
     let name = pod.name_any();
     let spec = pod.spec.clone().unwrap_or_default();
     let Some(container) = spec.containers.first() else {
@@ -492,17 +506,11 @@ async fn prepare(
     Ok((env, args))
 }
 
-async fn start(
-    client: &Client,
-    ns: &str,
-    binary: &Path,
-    dir: &Path,
-    state: &Arc<Mutex<State>>,
-    pod: &Pod,
-) -> Result<(), kube::Error> {
+async fn start(h: &Host<'_>, pod: &Pod) -> Result<(), kube::Error> {
+    let state = h.state;
     let ip = next_address(&POD_ADDRESSES, 2);
     let started = k8s_openapi::jiff::Timestamp::now().to_string();
-    let child = launch(client, ns, binary, dir, state, pod, &ip).await?;
+    let child = launch(h, pod, &ip).await?;
     lock(state).pods.insert(
         pod.name_any(),
         Proc {
@@ -518,16 +526,9 @@ async fn start(
     Ok(())
 }
 
-async fn launch(
-    client: &Client,
-    ns: &str,
-    binary: &Path,
-    dir: &Path,
-    state: &Arc<Mutex<State>>,
-    pod: &Pod,
-    ip: &str,
-) -> Result<Option<Child>, kube::Error> {
-    let (env, args) = prepare(client, ns, dir, state, pod, ip).await?;
+async fn launch(h: &Host<'_>, pod: &Pod, ip: &str) -> Result<Option<Child>, kube::Error> {
+    let (env, args) = prepare(h, pod, ip).await?;
+    let (binary, dir) = (h.binary, h.dir);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -543,14 +544,8 @@ async fn launch(
 }
 
 /// Restarts exited processes, probes readiness and writes pod status.
-async fn supervise(
-    client: &Client,
-    ns: &str,
-    binary: &Path,
-    dir: &Path,
-    state: &Arc<Mutex<State>>,
-    pod: &Pod,
-) -> Result<(), kube::Error> {
+async fn supervise(h: &Host<'_>, pod: &Pod) -> Result<(), kube::Error> {
+    let (client, ns, state) = (h.client, h.ns, h.state);
     let name = pod.name_any();
     let container = pod
         .spec
@@ -578,7 +573,7 @@ async fn supervise(
             .and_then(|p| p.exited_at)
             .is_some_and(|t| t.elapsed() > Duration::from_secs(1));
         if due {
-            let child = launch(client, ns, binary, dir, state, pod, &ip).await?;
+            let child = launch(h, pod, &ip).await?;
             if let Some(p) = lock(state).pods.get_mut(&name) {
                 p.child = child;
                 p.restarts += 1;
