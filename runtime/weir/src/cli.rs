@@ -129,7 +129,8 @@ pub struct RunArgs {
     pub from_savepoint: Option<String>,
 
     /// Start from the newest restorable checkpoint in spec.checkpointing.storage (e.g. after the
-    /// process was killed), skipping incomplete or corrupt ones; without any, start from
+    /// process was killed), skipping incomplete or corrupt ones — or from
+    /// spec.job.initialSavepointPath when that savepoint is newer; without any checkpoint, from
     /// spec.job.initialSavepointPath or without state.
     #[arg(long)]
     pub from_latest_checkpoint: bool,

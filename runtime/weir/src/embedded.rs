@@ -270,6 +270,36 @@ pub fn restore_plan(
         .into_iter()
         .map(|w| format!("warning: {w}"))
         .collect();
+    // A savepoint to start from that is newer than every checkpoint in the storage (one taken
+    // when the job was stopped, the storage still holding the checkpoints before it) wins:
+    // restoring an older checkpoint would replay what the savepoint already committed.
+    let latest = match (latest, &initial) {
+        (Some(job), Some(sp)) => {
+            let newer = crate::storage::open(sp, &settings)
+                .ok()
+                .and_then(|st| RestoredJob::load(st.as_ref(), sp).ok())
+                .filter(|s| s.metadata.completed_ms > job.metadata.completed_ms);
+            match newer {
+                Some(s) => {
+                    notes.push(format!(
+                        "--from-latest-checkpoint: spec.job.initialSavepointPath {sp} (completed \
+                         {}) is newer than the newest checkpoint in {} (checkpoint {}, completed \
+                         {}), so the savepoint is restored",
+                        iso8601_utc(s.metadata.completed_ms),
+                        c.storage,
+                        job.metadata.id,
+                        iso8601_utc(job.metadata.completed_ms)
+                    ));
+                    return Ok(RestorePlan {
+                        from: Some(sp.clone()),
+                        notes,
+                    });
+                }
+                None => Some(job),
+            }
+        }
+        (latest, _) => latest,
+    };
     let from = match latest {
         Some(job) => {
             notes.push(format!(
@@ -949,6 +979,56 @@ mod tests {
         // An incomplete checkpoint (no _metadata) is never picked.
         std::fs::create_dir_all(dir.path().join("chk-3")).unwrap();
         assert_eq!(restore_plan(m, &spec, None, true).unwrap().from, None);
+    }
+
+    /// Writes the `_metadata` of an (empty) snapshot completed at `completed_ms`.
+    fn snapshot(dir: &Path, id: u64, completed_ms: i64, savepoint: bool) {
+        use weir_core::checkpoint::SnapshotKind;
+        use weir_core::checkpoint::format::{METADATA_VERSION, SnapshotMetadata};
+        std::fs::create_dir_all(dir).unwrap();
+        let meta = SnapshotMetadata {
+            version: METADATA_VERSION,
+            id,
+            kind: if savepoint {
+                SnapshotKind::Savepoint {
+                    target: dir.display().to_string(),
+                }
+            } else {
+                SnapshotKind::Checkpoint
+            },
+            job_name: "orders".into(),
+            timestamp_ms: completed_ms - 10,
+            completed_ms,
+            max_parallelism: 128,
+            operators: Vec::new(),
+        };
+        std::fs::write(dir.join("_metadata"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_newer_of_the_latest_checkpoint_and_the_initial_savepoint_is_restored() {
+        let m = Path::new("m.yaml");
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("checkpoints");
+        snapshot(&storage.join("chk-4"), 4, 1_000_000, false);
+        let savepoint = dir.path().join("savepoints/savepoint-5");
+        snapshot(&savepoint, 5, 2_000_000, true);
+        let mut spec = StreamJobSpec::for_program("orders");
+        spec.checkpointing = Some(CheckpointingSpec::new(format!(
+            "file://{}",
+            storage.display()
+        )));
+        spec.job.initial_savepoint_path = Some(savepoint.display().to_string());
+        let plan = restore_plan(m, &spec, None, true).unwrap();
+        assert_eq!(plan.from, Some(savepoint.display().to_string()), "{plan:?}");
+        assert!(
+            plan.notes[0].contains("is newer than the newest checkpoint"),
+            "{plan:?}"
+        );
+        // A checkpoint taken after the savepoint wins.
+        snapshot(&storage.join("chk-6"), 6, 3_000_000, false);
+        let plan = restore_plan(m, &spec, None, true).unwrap();
+        assert!(plan.from.unwrap().ends_with("chk-6"));
     }
 
     fn overview() -> JobOverview {
