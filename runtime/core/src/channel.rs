@@ -12,9 +12,10 @@
 
 use crate::checkpoint::Barrier;
 use crate::record::Record;
+use crate::sync::lock;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// What travels on a channel.
@@ -30,12 +31,6 @@ pub enum Event<T> {
     End,
     /// A checkpoint barrier.
     Barrier(Barrier),
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means a task panicked; the job fails through that task's own result, so
-    // the data behind the lock is still safe to read here.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Wakes a consumer when any of its channels gets an event.

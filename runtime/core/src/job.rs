@@ -12,6 +12,7 @@ use crate::error::JobError;
 use crate::exec::{Attempt, AttemptContext, CheckpointRuntime, JobPlan, TaskDone, deploy};
 use crate::metrics::JobMetrics;
 use crate::restart::{RestartDecision, RestartStrategy, RestartTracker};
+use crate::sync::lock;
 use crate::time::now_ms;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -89,6 +90,21 @@ pub struct JobSettings {
 }
 
 impl JobSettings {
+    /// What the state backend (if any) of this job's tasks is opened with.
+    pub(crate) fn state_backend_context(
+        &self,
+        job: &str,
+        storage: Option<Arc<dyn CheckpointStorage>>,
+    ) -> Option<crate::state::StateBackendContext> {
+        self.state_backend
+            .as_ref()
+            .map(|f| crate::state::StateBackendContext {
+                factory: f.clone(),
+                job: job.to_string(),
+                storage,
+            })
+    }
+
     pub(crate) fn open(&self, uri: &str) -> Result<Arc<dyn CheckpointStorage>, JobError> {
         match &self.storage {
             Some(f) => f(uri),
@@ -147,10 +163,6 @@ impl std::fmt::Debug for JobHandle {
             .field("status", &self.status())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl JobHandle {
@@ -467,13 +479,9 @@ impl Supervisor {
             checkpointing: self.checkpointing.clone(),
             fault: self.settings.fault.clone(),
             done: done_tx,
-            state_backend: self.settings.state_backend.as_ref().map(|f| {
-                crate::state::StateBackendContext {
-                    factory: f.clone(),
-                    job: self.plan.settings.name.clone(),
-                    storage: self.storage.clone(),
-                }
-            }),
+            state_backend: self
+                .settings
+                .state_backend_context(&self.plan.settings.name, self.storage.clone()),
             placement: None,
         };
         let a = match &self.settings.cluster {

@@ -29,6 +29,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod stream;
+mod sync;
 pub mod time;
 pub mod watermark;
 pub mod window;

@@ -17,15 +17,12 @@ use super::latest::{Fencing, advance_latest, claim_epoch, new_writer_id};
 use super::storage::{CheckpointStorage, METADATA_FILE, StorageError};
 use super::{Barrier, CheckpointConfig, KeyedSnapshotWriter, OperatorSnapshot, SnapshotKind};
 use crate::channel::Notify;
+use crate::sync::lock;
 use crate::time::now_ms;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A message to a running task.
 #[derive(Debug, Clone)]

@@ -17,18 +17,15 @@ use crate::channel::{Event, Notify, RemoteSender, SendError, Sender, channel_wit
 use crate::checkpoint::Barrier;
 use crate::key::Data;
 use crate::record::Record;
+use crate::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// How long a producer keeps trying to reach a consumer's TaskManager at deployment.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);

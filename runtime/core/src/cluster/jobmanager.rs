@@ -12,16 +12,13 @@ use super::wire::{read_json, write_json};
 use crate::checkpoint::coordinator::{Control, CoordMsg};
 use crate::error::JobError;
 use crate::exec::{Attempt, AttemptContext, JobPlan, TaskDone, TaskGateway};
+use crate::sync::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Timing of the cluster.
 #[derive(Debug, Clone)]

@@ -16,15 +16,12 @@ use crate::exec::{
 };
 use crate::job::JobSettings;
 use crate::metrics::JobMetrics;
+use crate::sync::lock;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// How a TaskManager runs.
 #[derive(Debug, Clone)]
@@ -495,13 +492,10 @@ impl TaskManager {
                 checkpointing: self.checkpointing.clone(),
                 fault: self.settings.fault.clone(),
                 done: done_tx,
-                state_backend: self.settings.state_backend.as_ref().map(|f| {
-                    crate::state::StateBackendContext {
-                        factory: f.clone(),
-                        job: self.plan.settings.name.clone(),
-                        storage: self.checkpointing.as_ref().map(|c| c.storage.clone()),
-                    }
-                }),
+                state_backend: self.settings.state_backend_context(
+                    &self.plan.settings.name,
+                    self.checkpointing.as_ref().map(|c| c.storage.clone()),
+                ),
                 placement: Some(placement),
             },
         )?;
