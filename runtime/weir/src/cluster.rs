@@ -90,12 +90,7 @@ pub fn become_leader(
         renew_deadline: le.renew_deadline.0,
         retry_period: le.retry_period.0,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("weir-election")
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
+    let rt = crate::serve::runtime("weir-election")?;
     let client = rt.block_on(kube::Client::try_default()).map_err(|e| {
         CliError::LeaderElection(format!(
             "cannot reach the Kubernetes API: {e}; run in a pod with a service account, set \
@@ -219,12 +214,7 @@ pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Resul
     let slots = opts.slots.unwrap_or(job.spec.task_manager.slots).max(1);
     let prepared = build(registry, &opts.manifest, job, settings)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("weir-tm-http")
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
+    let rt = crate::serve::runtime("weir-tm-http")?;
     let metrics_listener =
         std::net::TcpListener::bind(opts.metrics_address).map_err(|source| CliError::BindPort {
             what: "TaskManager metrics",
@@ -258,13 +248,6 @@ pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Resul
     let tm = prepared.env.task_manager(config).map_err(CliError::Start)?;
     let exporter = Arc::new(TaskManagerExporter::new(tm.clone()).map_err(CliError::Metrics)?);
     let metrics_bound = metrics_listener.local_addr().map_err(CliError::Runtime)?;
-    metrics_listener
-        .set_nonblocking(true)
-        .map_err(CliError::Runtime)?;
-    let listener = {
-        let _enter = rt.enter();
-        tokio::net::TcpListener::from_std(metrics_listener).map_err(CliError::Runtime)?
-    };
     let app = Router::new()
         .route(
             "/metrics",
@@ -282,11 +265,7 @@ pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Resul
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
-    rt.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics server stopped: {e}");
-        }
-    });
+    crate::serve::serve(&rt, metrics_listener, app, "metrics")?;
     let signals = rt.block_on(Signals::install()).map_err(CliError::Runtime)?;
     rt.spawn(stop_on_signal(signals, stop.clone()));
     eprintln!(

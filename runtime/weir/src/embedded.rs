@@ -436,12 +436,7 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
         eprintln!("{note}");
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("weir-rest")
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
+    let rt = crate::serve::runtime("weir-rest")?;
     // Bind before starting the job, so a busy port fails the command before any work is done.
     let listener =
         std::net::TcpListener::bind(opts.rest_address).map_err(|source| CliError::Bind {
@@ -449,11 +444,6 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
             source,
         })?;
     let bound = listener.local_addr().map_err(CliError::Runtime)?;
-    listener.set_nonblocking(true).map_err(CliError::Runtime)?;
-    let listener = {
-        let _enter = rt.enter();
-        tokio::net::TcpListener::from_std(listener).map_err(CliError::Runtime)?
-    };
 
     let (tx, rx) = mpsc::channel();
     // Handlers go in before the job starts: from here on SIGINT/SIGTERM stop the job cleanly
@@ -482,11 +472,10 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
             return Err(e.into());
         }
     };
-    rt.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("REST server stopped: {e}");
-        }
-    });
+    if let Err(e) = crate::serve::serve(&rt, listener, app, "REST") {
+        handle.cancel();
+        return Err(e);
+    }
     monitor.sample();
     eprintln!("REST API on http://{bound}");
     if let Some((id, path, _, is_savepoint)) = handle.checkpoint_stats().last_restore {

@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod progress;
 pub mod remote;
 pub mod rest;
+mod serve;
 mod signals;
 pub mod snapshots;
 pub mod state;
