@@ -9,9 +9,9 @@
 mod common;
 
 use common::{
-    Running, checkpoint_history as checkpoints, cluster_orders_manifest,
+    Running, TaskManagerProcess, checkpoint_history as checkpoints, cluster_orders_manifest,
     cluster_orders_reference as expected, committed_lines as committed, http, job, metric,
-    wait_for_completed_checkpoints as wait_for_checkpoints,
+    start_task_manager, wait_for_completed_checkpoints as wait_for_checkpoints,
 };
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,34 +49,6 @@ fn job_manager(m: &str, heartbeat_timeout: &str) -> Cluster {
     }
 }
 
-struct Tm {
-    proc: Running,
-    metrics: String,
-}
-
-fn task_manager(m: &str, rpc: &str, id: &str) -> Tm {
-    let mut proc = Running::start(&[
-        "taskmanager",
-        m,
-        "--jobmanager",
-        rpc,
-        "--data-address",
-        "127.0.0.1:0",
-        "--metrics-address",
-        "127.0.0.1:0",
-        "--id",
-        id,
-    ]);
-    let line = proc.line_after("TaskManager data port ", Duration::from_secs(30));
-    let metrics = line
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .to_string();
-    Tm { proc, metrics }
-}
-
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -87,15 +59,19 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 /// Starts JobManager and two TaskManagers; returns once the job runs.
-fn start(dir: &Path, heartbeat_timeout: &str, spare: bool) -> (String, Cluster, Vec<Tm>) {
+fn start(
+    dir: &Path,
+    heartbeat_timeout: &str,
+    spare: bool,
+) -> (String, Cluster, Vec<TaskManagerProcess>) {
     let m = cluster_orders_manifest(dir, "job.yaml", 3000, "out", "");
     let mut c = job_manager(&m, heartbeat_timeout);
     let mut tms = vec![
-        task_manager(&m, &c.rpc, "tm-a"),
-        task_manager(&m, &c.rpc, "tm-b"),
+        start_task_manager(&m, &c.rpc, "tm-a"),
+        start_task_manager(&m, &c.rpc, "tm-b"),
     ];
     if spare {
-        tms.push(task_manager(&m, &c.rpc, "tm-spare"));
+        tms.push(start_task_manager(&m, &c.rpc, "tm-spare"));
     }
     c.rest = c.jm.rest_address();
     (m, c, tms)
@@ -125,7 +101,7 @@ fn a_task_manager_killed_with_sigkill_is_replaced_and_output_stays_exactly_once(
     );
     let killed = Instant::now();
     tms[0].proc.signal("-KILL");
-    let _replacement = task_manager(&m, &c.rpc, "tm-c");
+    let _replacement = start_task_manager(&m, &c.rpc, "tm-c");
     // Recovery: the job runs again, restored from a checkpoint, without any human step.
     loop {
         let h = checkpoints(&c.rest);

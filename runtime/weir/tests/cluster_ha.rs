@@ -51,21 +51,21 @@ fn job_manager(m: &str, ns: &str, id: &str, rpc: &str) -> Running {
     )
 }
 
-fn task_manager(m: &str, rpcs: &str, id: &str) -> Running {
-    let mut tm = Running::start(&[
-        "taskmanager",
-        m,
-        "--jobmanager",
-        rpcs,
-        "--data-address",
-        "127.0.0.1:0",
-        "--metrics-address",
-        "127.0.0.1:0",
-        "--id",
-        id,
-    ]);
-    tm.line_after("TaskManager data port ", Duration::from_secs(30));
-    tm
+/// A leading JobManager (`jm-1`), its standby (`jm-2`) and two TaskManagers given both
+/// addresses, for manifest `m` in namespace `ns`; the leader's REST address.
+fn ha_cluster(m: &str, ns: &str) -> (Running, Running, Vec<common::TaskManagerProcess>, String) {
+    let (rpc1, rpc2) = (free_port(), free_port());
+    let mut leader = job_manager(m, ns, "jm-1", &rpc1);
+    leader.line_after("JobManager jm-1: leading", Duration::from_secs(30));
+    let mut standby = job_manager(m, ns, "jm-2", &rpc2);
+    standby.line_after("JobManager jm-2: standby", Duration::from_secs(30));
+    let rpcs = format!("{rpc1},{rpc2}");
+    let tms = vec![
+        common::start_task_manager(m, &rpcs, "tm-a"),
+        common::start_task_manager(m, &rpcs, "tm-b"),
+    ];
+    let rest = leader.rest_address();
+    (leader, standby, tms, rest)
 }
 
 struct Setup {
@@ -75,7 +75,7 @@ struct Setup {
     expected: Vec<String>,
     leader: Running,
     standby: Running,
-    _tms: Vec<Running>,
+    _tms: Vec<common::TaskManagerProcess>,
     rest: String,
 }
 
@@ -100,17 +100,7 @@ fn setup(prefix: &str) -> Setup {
       timeout: 2s
 ",
     );
-    let (rpc1, rpc2) = (free_port(), free_port());
-    let mut leader = job_manager(&m, ns.name(), "jm-1", &rpc1);
-    leader.line_after("JobManager jm-1: leading", Duration::from_secs(30));
-    let mut standby = job_manager(&m, ns.name(), "jm-2", &rpc2);
-    standby.line_after("JobManager jm-2: standby", Duration::from_secs(30));
-    let rpcs = format!("{rpc1},{rpc2}");
-    let tms = vec![
-        task_manager(&m, &rpcs, "tm-a"),
-        task_manager(&m, &rpcs, "tm-b"),
-    ];
-    let rest = leader.rest_address();
+    let (leader, standby, tms, rest) = ha_cluster(&m, ns.name());
     wait_for_checkpoints(&rest, 2);
     Setup {
         _ns: ns,
@@ -194,17 +184,7 @@ fn the_cluster_example_runs_and_survives_its_leader_leaving() {
             &out.display().to_string(),
         );
     let m = common::write_manifest(dir.path(), "orders-cluster.yaml", &yaml);
-    let (rpc1, rpc2) = (free_port(), free_port());
-    let mut leader = job_manager(&m, ns.name(), "jm-1", &rpc1);
-    leader.line_after("JobManager jm-1: leading", Duration::from_secs(30));
-    let mut standby = job_manager(&m, ns.name(), "jm-2", &rpc2);
-    standby.line_after("JobManager jm-2: standby", Duration::from_secs(30));
-    let rpcs = format!("{rpc1},{rpc2}");
-    let _tms = [
-        task_manager(&m, &rpcs, "tm-a"),
-        task_manager(&m, &rpcs, "tm-b"),
-    ];
-    let rest = leader.rest_address();
+    let (mut leader, mut standby, _tms, rest) = ha_cluster(&m, ns.name());
     wait_for_checkpoints(&rest, 1);
     // Summaries appear as checkpoints complete.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -319,3 +319,34 @@ pub fn wait_for_completed_checkpoints(addr: &str, n: u64) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A `weir taskmanager` process and the address of its `/metrics`.
+pub struct TaskManagerProcess {
+    pub proc: Running,
+    pub metrics: String,
+}
+
+/// Starts `weir taskmanager` for `manifest` with the JobManager address(es) `jobmanagers`,
+/// ports picked freely, and waits until it is up.
+pub fn start_task_manager(manifest: &str, jobmanagers: &str, id: &str) -> TaskManagerProcess {
+    let mut proc = Running::start(&[
+        "taskmanager",
+        manifest,
+        "--jobmanager",
+        jobmanagers,
+        "--data-address",
+        "127.0.0.1:0",
+        "--metrics-address",
+        "127.0.0.1:0",
+        "--id",
+        id,
+    ]);
+    let line = proc.line_after("TaskManager data port ", Duration::from_secs(30));
+    let metrics = line
+        .split("metrics on http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string();
+    TaskManagerProcess { proc, metrics }
+}
