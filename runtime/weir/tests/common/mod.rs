@@ -277,18 +277,7 @@ pub fn committed_lines(dir: &Path) -> Vec<String> {
 /// Every line of the visible (committed) part files in `dir`, sorted, while a job may still be
 /// writing in-progress ones.
 pub fn visible_lines(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            lines.extend(
-                std::fs::read_to_string(e.path())
-                    .unwrap()
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-    }
+    let mut lines = weir_connectors::read_committed(dir).unwrap();
     lines.sort();
     lines
 }
