@@ -58,8 +58,15 @@ public class Smoke {
             } finally {
                 admin.deleteTopics(List.of(topic)).all().get(30, TimeUnit.SECONDS);
             }
+            // The delete returns once the controller accepted it; the broker's metadata catches
+            // up a moment later, so the listing is polled for a while.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
             Set<String> left = admin.listTopics().names().get(30, TimeUnit.SECONDS);
-            check(!left.contains(topic), "topic " + topic + " still listed after delete");
+            while (left.contains(topic) && System.nanoTime() < deadline) {
+                Thread.sleep(100);
+                left = admin.listTopics().names().get(30, TimeUnit.SECONDS);
+            }
+            check(!left.contains(topic), "topic " + topic + " still listed 10 s after delete");
         }
         System.out.printf("Kafka smoke test passed in %.1f s: admin create/delete, %d-partition topic, "
                 + "transactions commit/abort/fencing, read_committed group consume%n",
