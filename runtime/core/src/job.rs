@@ -413,6 +413,7 @@ pub(crate) fn start(plan: JobPlan, settings: JobSettings) -> Result<JobHandle, J
         coord: coord_tx,
         checkpointing,
         sup_tx,
+        first_checkpoint_id: first_id,
     };
     // Deploy the first attempt here so that deployment errors reach the caller directly.
     let first = sup.deploy_attempt(0, initial.clone())?;
@@ -438,6 +439,9 @@ struct Supervisor {
     coord: mpsc::Sender<CoordMsg>,
     checkpointing: Option<CheckpointRuntime>,
     sup_tx: mpsc::Sender<SupMsg>,
+    /// The id of this run's first checkpoint: every checkpoint in the storage with a lower id
+    /// was there before the run started.
+    first_checkpoint_id: u64,
 }
 
 enum AttemptEnd {
@@ -557,7 +561,14 @@ impl Supervisor {
         }
     }
 
-    /// The state to restart from: the latest completed checkpoint, else what the job started from.
+    /// The state to restart from: the latest checkpoint this run completed, else what the run
+    /// started from.
+    ///
+    /// Checkpoints from before this run are passed over: the run started from a snapshot
+    /// chosen on purpose — the newest checkpoint, a savepoint newer than every checkpoint, an
+    /// older savepoint to roll back to, or no state for a stateless upgrade — and restarting
+    /// from an older run's checkpoint after the first failure would undo that choice (and,
+    /// after a savepoint, emit again what the savepoint's transactions committed).
     fn restart_point(
         &self,
         initial: &Option<Arc<RestoredJob>>,
@@ -570,7 +581,9 @@ impl Supervisor {
                 let cause = g.0.last_failure.take().unwrap_or_default();
                 g.0.last_failure = Some(format!("{cause}; {}", warnings.join("; ")));
             }
-            if let Some(j) = latest {
+            if let Some(j) = latest
+                && j.metadata.id >= self.first_checkpoint_id
+            {
                 return Ok(Some(Arc::new(j)));
             }
         }

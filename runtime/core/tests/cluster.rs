@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use weir_core::cluster::protocol::{ToJobManager, ToTaskManager};
+use weir_core::cluster::wire::{read_json, write_json};
 use weir_core::cluster::{ClusterConfig, JobManagerCluster, TaskManagerConfig};
 use weir_core::error::OperatorError;
 use weir_core::record::Record;
@@ -166,6 +168,16 @@ struct Tm {
 }
 
 fn task_manager(job: &Arc<Job>, jm: &JobManagerCluster, id: &str) -> Tm {
+    task_manager_of(job, jm, id, None)
+}
+
+/// A TaskManager that registers with the fingerprint `manifest_hash`.
+fn task_manager_of(
+    job: &Arc<Job>,
+    jm: &JobManagerCluster,
+    id: &str,
+    manifest_hash: Option<&str>,
+) -> Tm {
     let stop = Arc::new(AtomicBool::new(false));
     let config = TaskManagerConfig {
         id: id.into(),
@@ -173,6 +185,7 @@ fn task_manager(job: &Arc<Job>, jm: &JobManagerCluster, id: &str) -> Tm {
         slots: 2,
         data_bind: "127.0.0.1:0".into(),
         data_advertise: None,
+        manifest_hash: manifest_hash.map(str::to_string),
     };
     let (job, s) = (job.clone(), stop.clone());
     let thread = std::thread::spawn(move || job.env(None).run_task_manager(config, s).unwrap());
@@ -186,6 +199,7 @@ fn job_manager() -> Arc<JobManagerCluster> {
             heartbeat_interval: Duration::from_millis(100),
             heartbeat_timeout: Duration::from_secs(2),
             slot_timeout: Duration::from_secs(30),
+            manifest_hash: None,
         },
     )
     .unwrap()
@@ -292,4 +306,60 @@ fn too_few_slots_is_an_error_that_says_what_to_do() {
     assert!(e.contains("spec.taskManager.slots"), "{e}");
     a.stop.store(true, Ordering::SeqCst);
     a.thread.join().unwrap();
+}
+
+/// During a rolling upgrade an old TaskManager, built from the old manifest, must not run the
+/// new job's subtasks: the JobManager refuses a registration whose manifest fingerprint
+/// differs from its own, saying why, and the refused TaskManager keeps retrying without ever
+/// joining. One with the same fingerprint joins, and so does one that sends none (older
+/// TaskManagers). No job runs: registration is all this checks.
+#[test]
+fn a_task_manager_running_another_manifest_is_refused() {
+    let job = Job::new("manifest", false);
+    let jm = JobManagerCluster::bind(
+        "127.0.0.1:0",
+        ClusterConfig {
+            manifest_hash: Some("new-hash".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    // The refusal on the wire, with its reason.
+    let mut conn = std::net::TcpStream::connect(jm.address()).unwrap();
+    write_json(
+        &mut conn,
+        &ToJobManager::Register {
+            id: "tm-probe".into(),
+            slots: 2,
+            data_address: "127.0.0.1:9".into(),
+            manifest_hash: Some("old-hash".into()),
+        },
+    )
+    .unwrap();
+    match read_json::<ToTaskManager>(&mut conn).unwrap() {
+        ToTaskManager::Rejected { reason } => assert_eq!(
+            reason,
+            "TaskManager tm-probe runs a different manifest (spec hash old-hash) than this \
+             JobManager (spec hash new-hash): it is from before an upgrade; it retries until it \
+             is replaced"
+        ),
+        other => panic!("not rejected: {other:?}"),
+    }
+
+    // A TaskManager from the old manifest retries (every 200 ms) and never gets in.
+    let old = task_manager_of(&job, &jm, "tm-old", Some("old-hash"));
+    assert!(!jm.wait_for_task_managers(1, Duration::from_millis(800)));
+    let new = task_manager_of(&job, &jm, "tm-new", Some("new-hash"));
+    assert!(jm.wait_for_task_managers(1, Duration::from_secs(10)));
+    let legacy = task_manager_of(&job, &jm, "tm-legacy", None);
+    assert!(jm.wait_for_task_managers(2, Duration::from_secs(10)));
+    // Long enough for tm-old to have retried a few more times.
+    std::thread::sleep(Duration::from_millis(500));
+    let ids: Vec<String> = jm.task_managers().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["tm-new", "tm-legacy"]);
+    for tm in [old, new, legacy] {
+        tm.stop.store(true, Ordering::SeqCst);
+        tm.thread.join().unwrap();
+    }
 }

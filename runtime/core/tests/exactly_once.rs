@@ -765,3 +765,35 @@ fn a_source_that_finished_early_is_not_replayed_after_a_later_failure() {
         want.len()
     );
 }
+
+/// A restart restores the run's own checkpoints only. A run started without state (a
+/// stateless upgrade, or a rollback to an older savepoint) that fails before its first
+/// checkpoint starts over from what it started from, not from the checkpoints an earlier run
+/// left in the same storage: that would undo the choice. Here the earlier run had finished, so
+/// its state says every record was read, and the new run would commit nothing at all.
+#[test]
+fn a_restart_never_restores_a_checkpoint_of_an_earlier_run() {
+    let counts: Vec<Out> = expected()
+        .into_iter()
+        .filter(|o| matches!(o, Out::Count(..)))
+        .collect();
+    let mut earlier = setup(1, false, "own-checkpoints");
+    earlier.with_windows = false;
+    let dir = earlier.dir.clone();
+    let (out, _) = run(earlier);
+    assert!(out == counts, "the earlier run's output differs");
+    let storage = LocalFsStorage::new(&dir.display().to_string()).unwrap();
+    assert!(RestoredJob::latest(&storage).unwrap().0.is_some());
+
+    let mut fresh = setup(1, false, "own-checkpoints");
+    fresh.dir = dir;
+    fresh.with_windows = false;
+    // The new run's first checkpoint fails its task, so no checkpoint of its own exists yet.
+    fresh.fault = Some(fail_once(|p| {
+        matches!(p, FaultPoint::BeforeSnapshot { .. })
+    }));
+    let (out, job) = run(fresh);
+    assert!(job.status().num_restarts >= 1, "{:?}", job.status());
+    assert_eq!(job.checkpoint_stats().last_restore, None);
+    assert!(out == counts, "the restarted run's output differs");
+}

@@ -683,6 +683,14 @@ impl CheckpointStorage for S3Storage {
             .collect())
     }
 
+    fn list_directories(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        // The inherent listing: common prefixes under `location/`, which is empty when nothing
+        // is stored there (S3 has no directories to be missing).
+        let mut dirs = S3Storage::list_dirs(self, location)?;
+        dirs.sort();
+        Ok(dirs)
+    }
+
     fn supports_latest_pointer(&self) -> bool {
         true
     }

@@ -112,6 +112,19 @@ fn completed_checkpoints_are_listed_and_discarded_across_pages() {
         storage.list_dirs(&bucket.uri("jobs/a")).unwrap(),
         ["chk-1", "chk-3", "chk-4", "savepoints"]
     );
+    // Through the trait, as a restore searches the savepoint directory: sub-directories only,
+    // and nothing (not an error) where nothing is stored.
+    let st: &dyn CheckpointStorage = &storage;
+    assert_eq!(
+        st.list_directories(&bucket.uri("jobs/a/savepoints"))
+            .unwrap(),
+        ["savepoint-1-1"]
+    );
+    assert!(
+        st.list_directories(&bucket.uri("jobs/b/savepoints"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn pointer(epoch: u64, writer: &str) -> LatestPointer {

@@ -45,7 +45,10 @@ pub enum Command {
     /// registered. A TaskManager whose connection breaks, or that sends no heartbeat for
     /// --heartbeat-timeout, is lost: the job restarts from its latest checkpoint as
     /// spec.restartStrategy says, on the TaskManagers that are there (waiting up to
-    /// --slot-timeout for enough slots, e.g. for a replacement).
+    /// --slot-timeout for enough slots, e.g. for a replacement). A TaskManager that loaded a
+    /// different manifest (one from before an upgrade) is refused.
+    ///
+    /// Under a supervisor that restarts it (a Kubernetes Deployment), pass --supervised.
     Jobmanager(JobManagerArgs),
 
     /// Run the subtasks a `weir jobmanager` deploys here, for the StreamJob manifest it runs.
@@ -55,6 +58,9 @@ pub enum Command {
     /// spec.taskManager.slots slots, exchanges data with other TaskManagers over its data port
     /// with credit-based flow control, and registers again when the JobManager is lost. Stops
     /// on SIGINT or SIGTERM.
+    ///
+    /// A JobManager running a different manifest (the TaskManager is from before an upgrade)
+    /// refuses it; it logs why and keeps trying until it is replaced.
     Taskmanager(TaskManagerArgs),
 
     /// Take a savepoint of a job running in `weir run`, through its REST API, and print its
@@ -128,12 +134,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "from_latest_checkpoint")]
     pub from_savepoint: Option<String>,
 
-    /// Start from the newest restorable checkpoint in spec.checkpointing.storage (e.g. after the
-    /// process was killed), skipping incomplete or corrupt ones — or from
-    /// spec.job.initialSavepointPath when that savepoint is newer; without any checkpoint, from
-    /// spec.job.initialSavepointPath or without state.
+    /// Start from the newest completed snapshot (e.g. after the process was killed): the newest
+    /// restorable checkpoint in spec.checkpointing.storage, the newest restorable savepoint in
+    /// its `savepoints` directory (where `weir savepoint` writes by default), or
+    /// spec.job.initialSavepointPath, whichever completed last; incomplete or corrupt snapshots
+    /// are skipped. Without any, the job starts without state.
     #[arg(long)]
     pub from_latest_checkpoint: bool,
+
+    /// With --from-latest-checkpoint: ignore the checkpoints and savepoints in the storage that
+    /// completed before TIME, as if there were none, so that the job starts from
+    /// spec.job.initialSavepointPath (even an older one: a rollback) or without state (a
+    /// stateless upgrade), while later starts with the same TIME restore what this run
+    /// checkpoints. TIME is RFC 3339 (2026-11-24T12:00:00Z) or milliseconds since the Unix
+    /// epoch.
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = parse_time,
+        requires = "from_latest_checkpoint"
+    )]
+    pub checkpoints_after: Option<i64>,
 }
 
 /// Arguments of `weir jobmanager`.
@@ -169,6 +190,16 @@ pub struct JobManagerArgs {
     /// $HOSTNAME and a part unique to the process).
     #[arg(long)]
     pub id: Option<String>,
+
+    /// This process runs under a supervisor that restarts it when it exits (a Kubernetes
+    /// Deployment): on SIGTERM or SIGINT it leaves without cancelling the job (the TaskManagers
+    /// cancel their tasks; the next JobManager restores the latest checkpoint, which is kept),
+    /// and when the job finishes, is cancelled or is stopped with a savepoint it does not exit
+    /// but keeps serving the REST API (the final state, the savepoint's location) until SIGTERM
+    /// or SIGINT, then exits with code 0. Exiting would make the supervisor run the job again.
+    /// A job that fails beyond spec.restartStrategy still exits with code 1.
+    #[arg(long)]
+    pub supervised: bool,
 }
 
 /// Arguments of `weir taskmanager`.
@@ -275,6 +306,15 @@ pub struct BenchChildArgs {
     pub warmup: u64,
 }
 
+fn parse_time(s: &str) -> Result<i64, String> {
+    crate::progress::parse_time_ms(s).ok_or_else(|| {
+        format!(
+            "invalid time {s:?}: use RFC 3339, e.g. 2026-11-24T12:00:00Z, or milliseconds since \
+             the Unix epoch, e.g. 1795521600000"
+        )
+    })
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     weir_core::program::parse_duration(s)
         .filter(|d| !d.is_zero())
@@ -325,6 +365,8 @@ pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
                 run_for: a.run_for,
                 from_savepoint: a.from_savepoint,
                 from_latest_checkpoint: a.from_latest_checkpoint,
+                checkpoints_after_ms: a.checkpoints_after,
+                supervised: false,
                 cluster: None,
             },
         ),
@@ -337,6 +379,8 @@ pub fn execute(registry: &Registry, command: Command) -> Result<(), CliError> {
                 run_for: a.run.run_for,
                 from_savepoint: a.run.from_savepoint,
                 from_latest_checkpoint: a.run.from_latest_checkpoint,
+                checkpoints_after_ms: a.run.checkpoints_after,
+                supervised: a.supervised,
                 cluster: Some(crate::cluster::JobManagerOptions {
                     rpc_address: a.rpc_address,
                     heartbeat_interval: a.heartbeat_interval,
@@ -525,6 +569,55 @@ mod tests {
             .is_err(),
             "one restore point at a time"
         );
+    }
+
+    #[test]
+    fn checkpoints_after_takes_a_time_and_needs_from_latest_checkpoint() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["weir", "run", "job.yaml"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        for (time, ms) in [
+            ("2026-11-24T12:00:00Z", 1_795_521_600_000),
+            ("1795521600000", 1_795_521_600_000),
+        ] {
+            let cli = parse(&["--from-latest-checkpoint", "--checkpoints-after", time]).unwrap();
+            let Command::Run(a) = cli.command else {
+                panic!("not run")
+            };
+            assert_eq!(a.checkpoints_after, Some(ms), "{time}");
+        }
+        let e = parse(&["--from-latest-checkpoint", "--checkpoints-after", "noon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--checkpoints-after"), "{e}");
+        assert!(e.contains("RFC 3339, e.g. 2026-11-24T12:00:00Z"), "{e}");
+        assert!(e.contains("milliseconds since the Unix epoch"), "{e}");
+        let e = parse(&["--checkpoints-after", "2026-11-24T12:00:00Z"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--from-latest-checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn supervised_is_a_jobmanager_flag() {
+        let cli = Cli::try_parse_from([
+            "weir",
+            "jobmanager",
+            "job.yaml",
+            "--supervised",
+            "--from-latest-checkpoint",
+            "--checkpoints-after",
+            "2026-11-24T12:00:00Z",
+        ])
+        .unwrap();
+        let Command::Jobmanager(a) = cli.command else {
+            panic!("not jobmanager")
+        };
+        assert!(a.supervised);
+        assert_eq!(a.run.checkpoints_after, Some(1_795_521_600_000));
+        assert!(Cli::try_parse_from(["weir", "run", "job.yaml", "--supervised"]).is_err());
     }
 
     #[test]

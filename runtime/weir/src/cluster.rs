@@ -51,8 +51,17 @@ impl JobManagerOptions {
             heartbeat_interval: self.heartbeat_interval.unwrap_or(hb.interval.0),
             heartbeat_timeout: self.heartbeat_timeout.unwrap_or(hb.timeout.0),
             slot_timeout: self.slot_timeout,
+            manifest_hash: Some(manifest_hash(spec)),
         }
     }
+}
+
+/// The fingerprint a JobManager and its TaskManagers compare at registration: the hash of the
+/// spec each loaded from its manifest file. Both read the same file (the operator's ConfigMap),
+/// so they differ only while an upgrade replaces the pods: a TaskManager from before it is
+/// refused instead of running the new job's subtasks with the old program or arguments.
+pub fn manifest_hash(spec: &StreamJobSpec) -> String {
+    spec.spec_hash()
 }
 
 /// A JobManager that won the election: the runtime that keeps renewing its Lease, and its
@@ -168,9 +177,11 @@ pub fn bind_job_manager(
     })?;
     eprintln!(
         "JobManager RPC on {}; waiting for TaskManagers with {} slot(s) in all \
-         (spec.job.parallelism); a TaskManager is lost after {:?} without a heartbeat",
+         (spec.job.parallelism) that loaded this manifest (spec hash {}); a TaskManager is lost \
+         after {:?} without a heartbeat",
         c.address(),
         spec.job.parallelism,
+        manifest_hash(spec),
         config.heartbeat_timeout
     );
     Ok(c)
@@ -234,8 +245,9 @@ pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Resul
     let data_bind = opts.data_address.to_string();
     let id = opts.id.clone().unwrap_or_else(default_id);
     eprintln!(
-        "TaskManager {id}: {slots} slot(s) for {}; JobManager {}",
+        "TaskManager {id}: {slots} slot(s) for {} (spec hash {}); JobManager {}",
         prepared.name(),
+        manifest_hash(&prepared.job.spec),
         opts.jobmanagers.join(", ")
     );
     let config = TaskManagerConfig {
@@ -244,6 +256,7 @@ pub fn run_task_manager(registry: &Registry, opts: &TaskManagerOptions) -> Resul
         slots,
         data_bind,
         data_advertise: opts.advertise.clone(),
+        manifest_hash: Some(manifest_hash(&prepared.job.spec)),
     };
     let tm = prepared.env.task_manager(config).map_err(CliError::Start)?;
     let exporter = Arc::new(TaskManagerExporter::new(tm.clone()).map_err(CliError::Metrics)?);

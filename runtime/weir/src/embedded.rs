@@ -1,13 +1,16 @@
 //! Embedded mode: loads a StreamJob manifest, builds its program into a dataflow, runs it in this
 //! process with the REST API and `/metrics` served next to it, prints a progress line every
 //! second, and stops it cleanly on Ctrl-C, SIGTERM, `--for`, a REST cancel or a REST stop with
-//! savepoint.
+//! savepoint. A JobManager under a supervisor (`--supervised`) or leading among standbys leaves
+//! its job to its successor on a signal instead, and a supervised one outlives the job's end
+//! until it is told to go.
 //!
 //! The manifest's fault-tolerance settings become the engine's [`JobSettings`]:
 //! `spec.checkpointing` the checkpoint coordinator's configuration, `spec.restartStrategy` the
 //! restart strategy, and `spec.job.initialSavepointPath`, `--from-savepoint` or
-//! `--from-latest-checkpoint` the snapshot the job starts from. Checkpoint storage is local
-//! (`file://`) or S3 (`s3://`, see [`crate::storage`]).
+//! `--from-latest-checkpoint` (with `--checkpoints-after`, see [`restore_plan`]) the snapshot
+//! the job starts from. Checkpoint storage is local (`file://`) or S3 (`s3://`, see
+//! [`crate::storage`]).
 //!
 //! Threads: the engine runs every subtask on its own thread; a small tokio runtime (one worker)
 //! serves HTTP and turns signals into events; the calling thread drives the run loop from a
@@ -24,7 +27,9 @@ use weir_api::{
     CheckpointingSpec, JobTargetState, ManifestError, RestartStrategy, RetentionOnCancel,
     StateBackend, StreamJob, StreamJobSpec,
 };
+use weir_core::checkpoint::format::SnapshotMetadata;
 use weir_core::checkpoint::restore::RestoredJob;
+use weir_core::checkpoint::storage::{CheckpointStorage, METADATA_FILE, StorageError};
 use weir_core::restart::RestartStrategy as EngineRestart;
 use weir_core::time::now_ms;
 use weir_core::{
@@ -64,8 +69,17 @@ pub struct RunOptions {
     pub run_for: Option<Duration>,
     /// Start from this savepoint or checkpoint (overrides `spec.job.initialSavepointPath`).
     pub from_savepoint: Option<String>,
-    /// Start from the newest restorable checkpoint in `spec.checkpointing.storage`.
+    /// Start from the newest restorable snapshot: checkpoint in `spec.checkpointing.storage`,
+    /// savepoint in its `savepoints` directory, or `spec.job.initialSavepointPath` (see
+    /// [`restore_plan`]).
     pub from_latest_checkpoint: bool,
+    /// With `from_latest_checkpoint`: snapshots found in the storage that completed before this
+    /// time (ms since the epoch) are ignored (`--checkpoints-after`).
+    pub checkpoints_after_ms: Option<i64>,
+    /// The process runs under a supervisor that restarts it (`weir jobmanager --supervised`):
+    /// a signal leaves the job to the next process instead of cancelling it, and a job that
+    /// ended without failing keeps the process serving until a signal.
+    pub supervised: bool,
     /// Run as the JobManager of a cluster: the subtasks run in TaskManager processes.
     pub cluster: Option<crate::cluster::JobManagerOptions>,
 }
@@ -230,14 +244,22 @@ pub struct RestorePlan {
     pub notes: Vec<String>,
 }
 
-/// Decides the restore point: `--from-savepoint` wins, then `--from-latest-checkpoint` (the
-/// newest checkpoint that loads cleanly, falling back past corrupt ones; without one the
-/// initial savepoint if configured, else no state), then `spec.job.initialSavepointPath`.
+/// Decides the restore point: `--from-savepoint` wins, then `--from-latest-checkpoint`, then
+/// `spec.job.initialSavepointPath`.
+///
+/// `--from-latest-checkpoint` restores the snapshot that completed last among the newest
+/// checkpoint in `spec.checkpointing.storage` that loads cleanly (falling back past damaged
+/// ones), the newest savepoint in its `savepoints` directory that loads cleanly, and
+/// `spec.job.initialSavepointPath`; without any of them the job starts without state.
+/// `checkpoints_after_ms` (`--checkpoints-after`) hides the checkpoints and savepoints found in
+/// the storage that completed before it, as if there were none; the initial savepoint is an
+/// explicit choice and is used however old it is.
 pub fn restore_plan(
     path: &Path,
     spec: &StreamJobSpec,
     from_savepoint: Option<&str>,
     from_latest_checkpoint: bool,
+    checkpoints_after_ms: Option<i64>,
 ) -> Result<RestorePlan, CliError> {
     if let Some(p) = from_savepoint {
         return Ok(RestorePlan {
@@ -257,78 +279,217 @@ pub fn restore_plan(
             path: path.to_path_buf(),
         });
     };
-    let lookup_error = |message: String| CliError::LatestCheckpoint {
-        storage: c.storage.clone(),
+    let lookup_error = |storage: &str, message: String| CliError::LatestCheckpoint {
+        storage: storage.to_string(),
         message,
     };
     let settings = crate::storage::s3_settings(c.s3.as_ref());
-    let storage =
-        crate::storage::open(&c.storage, &settings).map_err(|e| lookup_error(e.to_string()))?;
-    let (latest, warnings) =
-        RestoredJob::latest(storage.as_ref()).map_err(|e| lookup_error(e.to_string()))?;
+    let storage = crate::storage::open(&c.storage, &settings)
+        .map_err(|e| lookup_error(&c.storage, e.to_string()))?;
+    let (latest, warnings) = RestoredJob::latest(storage.as_ref())
+        .map_err(|e| lookup_error(&c.storage, e.to_string()))?;
     let mut notes: Vec<String> = warnings
         .into_iter()
         .map(|w| format!("warning: {w}"))
         .collect();
-    // A savepoint to start from that is newer than every checkpoint in the storage (one taken
-    // when the job was stopped, the storage still holding the checkpoints before it) wins:
-    // restoring an older checkpoint would replay what the savepoint already committed.
-    let latest = match (latest, &initial) {
-        (Some(job), Some(sp)) => {
-            let newer = crate::storage::open(sp, &settings)
-                .ok()
-                .and_then(|st| RestoredJob::load(st.as_ref(), sp).ok())
-                .filter(|s| s.metadata.completed_ms > job.metadata.completed_ms);
-            match newer {
-                Some(s) => {
-                    notes.push(format!(
-                        "--from-latest-checkpoint: spec.job.initialSavepointPath {sp} (completed \
-                         {}) is newer than the newest checkpoint in {} (checkpoint {}, completed \
-                         {}), so the savepoint is restored",
-                        iso8601_utc(s.metadata.completed_ms),
-                        c.storage,
-                        job.metadata.id,
-                        iso8601_utc(job.metadata.completed_ms)
-                    ));
-                    return Ok(RestorePlan {
-                        from: Some(sp.clone()),
-                        notes,
-                    });
-                }
-                None => Some(job),
-            }
+    let floor = checkpoints_after_ms.map(|ms| format!("--checkpoints-after {}", iso8601_utc(ms)));
+    // `latest` is the newest checkpoint that loads; when even that one is too old, every
+    // other one is older still.
+    let checkpoint = match (latest, checkpoints_after_ms) {
+        (Some(job), Some(after)) if job.metadata.completed_ms < after => {
+            notes.push(format!(
+                "{}: the newest restorable checkpoint in {}, checkpoint {} (completed {}), \
+                 completed before it, so no checkpoint is restored",
+                floor.as_deref().unwrap_or_default(),
+                c.storage,
+                job.metadata.id,
+                iso8601_utc(job.metadata.completed_ms)
+            ));
+            None
         }
         (latest, _) => latest,
     };
-    let from = match latest {
-        Some(job) => {
-            notes.push(format!(
+    // A savepoint completes and commits the exactly-once sinks' transactions just as a
+    // checkpoint does, so restoring a checkpoint older than the newest savepoint (after a stop
+    // with savepoint and a restart, or a StreamJob deleted with a final savepoint and created
+    // again on the same storage) would emit again what the savepoint already committed.
+    let savepoints_dir = crate::monitor::default_savepoint_dir(&c.storage);
+    let savepoint = newest_savepoint(
+        storage.as_ref(),
+        &savepoints_dir,
+        checkpoints_after_ms,
+        checkpoint.as_ref().map(|j| j.metadata.completed_ms),
+        &mut notes,
+    )
+    .map_err(|message| lookup_error(&savepoints_dir, message))?;
+    // The newest snapshot found in the storage, and the note saying so (printed unless the
+    // initial savepoint is newer still).
+    let found = match (savepoint, checkpoint) {
+        // Only savepoints newer than the checkpoint were looked at.
+        (Some(sp), checkpoint) => {
+            let note = format!(
+                "--from-latest-checkpoint: savepoint {} ({}, completed {}) is newer than {}, so \
+                 the savepoint is restored",
+                sp.metadata.id,
+                sp.location,
+                iso8601_utc(sp.metadata.completed_ms),
+                match &checkpoint {
+                    Some(job) => format!(
+                        "the newest restorable checkpoint in {} (checkpoint {}, completed {})",
+                        c.storage,
+                        job.metadata.id,
+                        iso8601_utc(job.metadata.completed_ms)
+                    ),
+                    None => format!("any restorable checkpoint in {}", c.storage),
+                }
+            );
+            Some((sp, note))
+        }
+        (None, Some(job)) => {
+            let note = format!(
                 "--from-latest-checkpoint: the newest restorable checkpoint in {} is checkpoint \
                  {} ({}, completed {})",
                 c.storage,
                 job.metadata.id,
                 job.location,
                 iso8601_utc(job.metadata.completed_ms)
-            ));
+            );
+            Some((job, note))
+        }
+        (None, None) => None,
+    };
+    let from = match (found, &initial) {
+        // A savepoint to start from that is newer than every snapshot in the storage (one
+        // taken when the job was stopped, the storage still holding the checkpoints before
+        // it) wins, for the same reason as a newer savepoint in the storage does.
+        (Some((job, note)), Some(sp)) => {
+            let newer = crate::storage::open(sp, &settings)
+                .ok()
+                .and_then(|st| RestoredJob::load(st.as_ref(), sp).ok())
+                .filter(|s| s.metadata.completed_ms > job.metadata.completed_ms);
+            match newer {
+                Some(s) => {
+                    let kind = snapshot_kind(&job);
+                    notes.push(format!(
+                        "--from-latest-checkpoint: spec.job.initialSavepointPath {sp} (completed \
+                         {}) is newer than the newest {kind} in {} ({kind} {}, completed {}), so \
+                         the initial savepoint is restored",
+                        iso8601_utc(s.metadata.completed_ms),
+                        if kind == "savepoint" {
+                            &savepoints_dir
+                        } else {
+                            &c.storage
+                        },
+                        job.metadata.id,
+                        iso8601_utc(job.metadata.completed_ms)
+                    ));
+                    Some(sp.clone())
+                }
+                None => {
+                    notes.push(note);
+                    Some(job.location)
+                }
+            }
+        }
+        (Some((job, note)), None) => {
+            notes.push(note);
             Some(job.location)
         }
-        None => {
-            notes.push(match &initial {
+        (None, initial) => {
+            let searched = format!(
+                "no restorable checkpoint in {} or savepoint in {savepoints_dir}{}",
+                c.storage,
+                floor
+                    .as_deref()
+                    .map(|f| format!(" completed since {f}"))
+                    .unwrap_or_default()
+            );
+            notes.push(match initial {
                 Some(p) => format!(
-                    "--from-latest-checkpoint: no restorable checkpoint in {}; starting from \
-                     spec.job.initialSavepointPath {p}",
-                    c.storage
+                    "--from-latest-checkpoint: {searched}; starting from \
+                     spec.job.initialSavepointPath {p}"
                 ),
-                None => format!(
-                    "--from-latest-checkpoint: no restorable checkpoint in {}; starting \
-                     without state",
-                    c.storage
-                ),
+                None => format!("--from-latest-checkpoint: {searched}; starting without state"),
             });
-            initial
+            initial.clone()
         }
     };
     Ok(RestorePlan { from, notes })
+}
+
+/// `checkpoint` or `savepoint`, for notes.
+fn snapshot_kind(job: &RestoredJob) -> &'static str {
+    if job.metadata.kind.is_savepoint() {
+        "savepoint"
+    } else {
+        "checkpoint"
+    }
+}
+
+/// The newest savepoint in `dir` that loads cleanly, among those that completed at or after
+/// `after_ms` (`--checkpoints-after`) and later than `newer_than_ms` (the checkpoint it
+/// competes with; older savepoints would not be restored anyway, so they are not read).
+///
+/// The `_metadata` of every `savepoint-*` directory is read to order them by completion;
+/// then they are loaded newest first, as a restore loads them, until one loads. A directory
+/// without `_metadata` is a savepoint still being written (or abandoned) and is passed over;
+/// a damaged savepoint is passed over with a warning in `notes`; a missing directory holds no
+/// savepoints. A storage that fails is an error, as for checkpoints: falling back to older
+/// state would replay what the newer savepoint committed.
+fn newest_savepoint(
+    storage: &dyn CheckpointStorage,
+    dir: &str,
+    after_ms: Option<i64>,
+    newer_than_ms: Option<i64>,
+    notes: &mut Vec<String>,
+) -> Result<Option<RestoredJob>, String> {
+    let names = match storage.list_directories(dir) {
+        Ok(names) => names,
+        Err(e @ StorageError::Unsupported { .. }) => {
+            notes.push(format!(
+                "warning: savepoints in {dir} are not considered: {e}"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut candidates: Vec<(i64, String)> = Vec::new();
+    let mut too_old = 0;
+    for name in names.iter().filter(|n| n.starts_with("savepoint-")) {
+        let location = format!("{}/{name}", dir.trim_end_matches('/'));
+        let bytes = match storage.read_file(&location, METADATA_FILE) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        match serde_json::from_slice::<SnapshotMetadata>(&bytes) {
+            Ok(m) if after_ms.is_some_and(|after| m.completed_ms < after) => too_old += 1,
+            Ok(m) if newer_than_ms.is_some_and(|newer| m.completed_ms <= newer) => {}
+            Ok(m) => candidates.push((m.completed_ms, location)),
+            Err(e) => notes.push(format!(
+                "warning: savepoint {location} is not restorable, skipping it: unreadable \
+                 {METADATA_FILE} ({e})"
+            )),
+        }
+    }
+    if let (Some(after), true) = (after_ms, too_old > 0) {
+        notes.push(format!(
+            "--checkpoints-after {}: {too_old} savepoint(s) in {dir} completed before it and \
+             are not restored",
+            iso8601_utc(after)
+        ));
+    }
+    candidates.sort_by(|a, b| b.cmp(a));
+    for (_, location) in candidates {
+        match RestoredJob::load(storage, &location) {
+            Ok(job) => return Ok(Some(job)),
+            Err(e) if e.is_damaged() => notes.push(format!(
+                "warning: savepoint {location} is not restorable, skipping it: {e}"
+            )),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(None)
 }
 
 /// Configured features the engine does not act on yet, each with what that means, e.g.
@@ -404,6 +565,7 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
             &job.spec,
             opts.from_savepoint.as_deref(),
             from_latest,
+            opts.checkpoints_after_ms,
         )?
     };
     settings.restore_from = restore.from.clone();
@@ -487,13 +649,18 @@ pub fn run(registry: &Registry, opts: &RunOptions) -> Result<(), CliError> {
         eprintln!("restored from {kind} {id} ({path})");
     }
     eprintln!(
-        "running {} (program {}, parallelism {}); {}; Ctrl-C stops it",
+        "running {} (program {}, parallelism {}); {}; {}",
         monitor.info().job_id,
         prepared.program.name,
         handle.parallelism(),
         match &spec.checkpointing {
             Some(c) => format!("checkpoints every {} to {}", c.interval, c.storage),
             None => "checkpointing off".to_string(),
+        },
+        if opts.supervised || leader.is_some() {
+            "SIGTERM leaves it to the next JobManager"
+        } else {
+            "Ctrl-C stops it"
         }
     );
     {
@@ -559,6 +726,9 @@ fn drive(
     let reason = loop {
         let wake = deadline.map_or(next_tick, |d| d.min(next_tick));
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(Event::Ended(res)) if opts.supervised => {
+                return wait_for_termination(monitor, rx, res, opts, started);
+            }
             Ok(Event::Ended(res)) => {
                 if let Ok(JobOutcome::Stopped(_)) = &res {
                     // The REST client that asked for the stop polls for the savepoint's path;
@@ -567,13 +737,16 @@ fn drive(
                 }
                 return finish(monitor, res, None, opts, started);
             }
-            Ok(Event::Signal(sig)) if leading => {
-                // A leading JobManager that is told to go (its pod is deleted or moved) hands
-                // the job over instead of cancelling it: the TaskManagers cancel their tasks
-                // when it is gone, and the next leader restores the latest checkpoint.
+            Ok(Event::Signal(sig)) if leading || opts.supervised => {
+                // A leading or supervised JobManager that is told to go (its pod is deleted or
+                // moved) hands the job over instead of cancelling it: the TaskManagers cancel
+                // their tasks when it is gone, and the next leader (or the process the
+                // supervisor starts) restores the latest checkpoint. A cancel would also delete
+                // the checkpoints under retentionOnCancel: delete, leaving nothing to restore.
                 eprintln!(
                     "received {sig}: this JobManager leaves without cancelling the job; the next \
-                     leader restores it from its latest checkpoint (cancel it with weir cancel)"
+                     {} restores it from its latest checkpoint (cancel it with weir cancel)",
+                    if leading { "leader" } else { "JobManager" }
                 );
                 return Ok(());
             }
@@ -625,6 +798,46 @@ fn drive(
                 Some(res) => finish(monitor, res, Some(&reason), opts, started),
                 None => Err(CliError::ShutdownTimeout(SHUTDOWN_GRACE)),
             }
+        }
+    }
+}
+
+/// `--supervised`: the job ended. A failed one ends the process with the failure, as
+/// without the flag, so that the restarted process restores the latest checkpoint and tries
+/// again. A job that finished, was cancelled or was stopped with a savepoint keeps the process
+/// serving its REST API (the final state, the savepoint's location; `/readyz` answers not
+/// ready) until SIGTERM or SIGINT, and then it exits with success.
+///
+/// Exiting at once would make the supervisor (a Deployment's pod restart policy) start the
+/// process again, and it would run the job again from the latest checkpoint: a finished or
+/// cancelled job would run again, and after a stop with savepoint that checkpoint is older
+/// than the savepoint, so what the job emitted between the two would be emitted twice.
+fn wait_for_termination(
+    monitor: &JobMonitor,
+    rx: &Receiver<Event>,
+    res: Result<JobOutcome, JobError>,
+    opts: &RunOptions,
+    started: Instant,
+) -> Result<(), CliError> {
+    finish(monitor, res, None, opts, started)?;
+    monitor.set_lingering();
+    eprintln!(
+        "the job is {}; --supervised: waiting to be terminated (SIGTERM or SIGINT) instead of \
+         exiting, so that the supervisor does not start the job again; the REST API stays up",
+        monitor.state()
+    );
+    loop {
+        match rx.recv() {
+            Ok(Event::Signal(sig)) => {
+                eprintln!("received {sig}: exiting");
+                return Ok(());
+            }
+            Ok(Event::Ended(_)) => {}
+            // No signal can arrive any more, and exiting would start the job again: wait for
+            // the supervisor to kill the process.
+            Err(_) => loop {
+                std::thread::park();
+            },
         }
     }
 }
@@ -928,37 +1141,40 @@ mod tests {
         let m = Path::new("m.yaml");
         let mut spec = StreamJobSpec::for_program("orders");
         assert_eq!(
-            restore_plan(m, &spec, None, false).unwrap(),
+            restore_plan(m, &spec, None, false, None).unwrap(),
             RestorePlan::default()
         );
         spec.job.initial_savepoint_path = Some("file:///sp/a".into());
         assert_eq!(
-            restore_plan(m, &spec, None, false).unwrap().from.as_deref(),
+            restore_plan(m, &spec, None, false, None)
+                .unwrap()
+                .from
+                .as_deref(),
             Some("file:///sp/a")
         );
         assert_eq!(
-            restore_plan(m, &spec, Some("file:///sp/b"), true)
+            restore_plan(m, &spec, Some("file:///sp/b"), true, None)
                 .unwrap()
                 .from
                 .as_deref(),
             Some("file:///sp/b"),
             "--from-savepoint wins"
         );
-        let e = restore_plan(m, &spec, None, true).unwrap_err();
+        let e = restore_plan(m, &spec, None, true, None).unwrap_err();
         assert!(e.to_string().contains("spec.checkpointing"), "{e}");
 
         // No checkpoint yet: fall back to the initial savepoint, else no state.
         let dir = tempfile::tempdir().unwrap();
         let uri = format!("file://{}", dir.path().display());
         spec.checkpointing = Some(CheckpointingSpec::new(uri.clone()));
-        let plan = restore_plan(m, &spec, None, true).unwrap();
+        let plan = restore_plan(m, &spec, None, true, None).unwrap();
         assert_eq!(plan.from.as_deref(), Some("file:///sp/a"));
         assert!(
             plan.notes[0].contains("no restorable checkpoint"),
             "{plan:?}"
         );
         spec.job.initial_savepoint_path = None;
-        let plan = restore_plan(m, &spec, None, true).unwrap();
+        let plan = restore_plan(m, &spec, None, true, None).unwrap();
         assert_eq!(plan.from, None);
         assert!(
             plan.notes[0].ends_with("starting without state"),
@@ -967,13 +1183,18 @@ mod tests {
 
         // An incomplete checkpoint (no _metadata) is never picked.
         std::fs::create_dir_all(dir.path().join("chk-3")).unwrap();
-        assert_eq!(restore_plan(m, &spec, None, true).unwrap().from, None);
+        assert_eq!(restore_plan(m, &spec, None, true, None).unwrap().from, None);
     }
 
     /// Writes the `_metadata` of an (empty) snapshot completed at `completed_ms`.
     fn snapshot(dir: &Path, id: u64, completed_ms: i64, savepoint: bool) {
+        snapshot_with(dir, id, completed_ms, savepoint, false);
+    }
+
+    /// [`snapshot`], `damaged`: its `_metadata` lists a state file that is missing.
+    fn snapshot_with(dir: &Path, id: u64, completed_ms: i64, savepoint: bool, damaged: bool) {
         use weir_core::checkpoint::SnapshotKind;
-        use weir_core::checkpoint::format::{METADATA_VERSION, SnapshotMetadata};
+        use weir_core::checkpoint::format::{FileMeta, METADATA_VERSION, OperatorMeta};
         std::fs::create_dir_all(dir).unwrap();
         let meta = SnapshotMetadata {
             version: METADATA_VERSION,
@@ -989,7 +1210,22 @@ mod tests {
             timestamp_ms: completed_ms - 10,
             completed_ms,
             max_parallelism: 128,
-            operators: Vec::new(),
+            operators: if damaged {
+                vec![OperatorMeta {
+                    uid: "orders-source".into(),
+                    name: "source".into(),
+                    parallelism: 1,
+                    files: vec![FileMeta {
+                        subtask: 0,
+                        file: "orders-source-0.state".into(),
+                        size: 10,
+                        crc32: 0,
+                        shared: Vec::new(),
+                    }],
+                }]
+            } else {
+                Vec::new()
+            },
         };
         std::fs::write(dir.join("_metadata"), serde_json::to_vec(&meta).unwrap()).unwrap();
     }
@@ -1008,7 +1244,7 @@ mod tests {
             storage.display()
         )));
         spec.job.initial_savepoint_path = Some(savepoint.display().to_string());
-        let plan = restore_plan(m, &spec, None, true).unwrap();
+        let plan = restore_plan(m, &spec, None, true, None).unwrap();
         assert_eq!(plan.from, Some(savepoint.display().to_string()), "{plan:?}");
         assert!(
             plan.notes[0].contains("is newer than the newest checkpoint"),
@@ -1016,8 +1252,310 @@ mod tests {
         );
         // A checkpoint taken after the savepoint wins.
         snapshot(&storage.join("chk-6"), 6, 3_000_000, false);
-        let plan = restore_plan(m, &spec, None, true).unwrap();
+        let plan = restore_plan(m, &spec, None, true, None).unwrap();
         assert!(plan.from.unwrap().ends_with("chk-6"));
+    }
+
+    /// What a case expects `--from-latest-checkpoint` to restore.
+    #[derive(Debug, Clone, Copy)]
+    enum Want {
+        Checkpoint(u64),
+        /// A savepoint in `<storage>/savepoints`, by directory name.
+        Savepoint(&'static str),
+        /// `spec.job.initialSavepointPath`.
+        Initial,
+        Nothing,
+    }
+
+    /// One storage layout and what is restored from it. Times are in seconds since the epoch.
+    struct Case {
+        name: &'static str,
+        /// (id, completed) of complete checkpoints.
+        checkpoints: &'static [(u64, i64)],
+        /// Checkpoints whose `_metadata` names a state file that is missing.
+        damaged_checkpoints: &'static [(u64, i64)],
+        /// (directory name, completed) of complete savepoints in `<storage>/savepoints`.
+        savepoints: &'static [(&'static str, i64)],
+        /// Savepoints whose `_metadata` names a state file that is missing.
+        damaged_savepoints: &'static [(&'static str, i64)],
+        /// Savepoint directories without `_metadata` (being written), or with garbage in it.
+        incomplete_savepoints: &'static [&'static str],
+        garbled_savepoints: &'static [&'static str],
+        /// Completion of `spec.job.initialSavepointPath` (kept outside the storage).
+        initial: Option<i64>,
+        /// `--checkpoints-after`.
+        after: Option<i64>,
+        want: Want,
+        /// Every one of these is in some note.
+        notes: &'static [&'static str],
+    }
+
+    impl Default for Case {
+        fn default() -> Self {
+            Self {
+                name: "",
+                checkpoints: &[],
+                damaged_checkpoints: &[],
+                savepoints: &[],
+                damaged_savepoints: &[],
+                incomplete_savepoints: &[],
+                garbled_savepoints: &[],
+                initial: None,
+                after: None,
+                want: Want::Nothing,
+                notes: &[],
+            }
+        }
+    }
+
+    #[test]
+    fn the_newest_snapshot_since_checkpoints_after_is_restored() {
+        let cases = [
+            Case {
+                name: "no savepoints: the newest checkpoint",
+                checkpoints: &[(4, 1_000), (5, 2_000)],
+                want: Want::Checkpoint(5),
+                notes: &["the newest restorable checkpoint in", "is checkpoint 5 ("],
+                ..Case::default()
+            },
+            Case {
+                name: "a savepoint newer than every checkpoint (a stop with savepoint) wins",
+                checkpoints: &[(4, 1_000), (5, 2_000)],
+                savepoints: &[("savepoint-6-3000", 3_000)],
+                want: Want::Savepoint("savepoint-6-3000"),
+                notes: &[
+                    "savepoint 6 (",
+                    "is newer than the newest restorable checkpoint in",
+                    "(checkpoint 5, completed 1970-01-01T00:33:20Z), so the savepoint is restored",
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "a checkpoint taken after the savepoint wins",
+                checkpoints: &[(5, 2_000), (7, 4_000)],
+                savepoints: &[("savepoint-6-3000", 3_000)],
+                want: Want::Checkpoint(7),
+                ..Case::default()
+            },
+            Case {
+                name: "the newest of several savepoints, by completion, without checkpoints",
+                savepoints: &[
+                    ("savepoint-2-2000", 2_000),
+                    ("savepoint-9-9000", 9_000),
+                    ("savepoint-5-5000", 5_000),
+                ],
+                want: Want::Savepoint("savepoint-9-9000"),
+                notes: &["is newer than any restorable checkpoint in"],
+                ..Case::default()
+            },
+            Case {
+                name: "damaged, incomplete and garbled savepoints are passed over",
+                checkpoints: &[(4, 1_000)],
+                savepoints: &[("savepoint-5-5000", 5_000)],
+                damaged_savepoints: &[("savepoint-9-9000", 9_000)],
+                incomplete_savepoints: &["savepoint-10-10000"],
+                garbled_savepoints: &["savepoint-11-11000"],
+                want: Want::Savepoint("savepoint-5-5000"),
+                notes: &[
+                    "savepoint-9-9000 is not restorable, skipping it",
+                    "orders-source-0.state is missing",
+                    "savepoint-11-11000 is not restorable, skipping it: unreadable _metadata",
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "no restorable savepoint: the checkpoint",
+                checkpoints: &[(4, 1_000)],
+                damaged_savepoints: &[("savepoint-9-9000", 9_000)],
+                want: Want::Checkpoint(4),
+                notes: &["savepoint-9-9000 is not restorable"],
+                ..Case::default()
+            },
+            Case {
+                name: "a damaged newest checkpoint falls back, and a newer savepoint wins",
+                checkpoints: &[(5, 2_000)],
+                damaged_checkpoints: &[(8, 8_000)],
+                savepoints: &[("savepoint-6-3000", 3_000)],
+                want: Want::Savepoint("savepoint-6-3000"),
+                notes: &["checkpoint 8 is not restorable, falling back"],
+                ..Case::default()
+            },
+            Case {
+                name: "savepoints older than the checkpoint are not read at all",
+                checkpoints: &[(7, 7_000)],
+                damaged_savepoints: &[("savepoint-6-6000", 6_000)],
+                want: Want::Checkpoint(7),
+                ..Case::default()
+            },
+            Case {
+                name: "an initial savepoint newer than everything found wins",
+                checkpoints: &[(5, 2_000)],
+                savepoints: &[("savepoint-6-3000", 3_000)],
+                initial: Some(4_000),
+                want: Want::Initial,
+                notes: &[
+                    "is newer than the newest savepoint in",
+                    "(savepoint 6, completed 1970-01-01T00:50:00Z), so the initial savepoint is \
+                     restored",
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "an older initial savepoint loses to a newer savepoint found",
+                savepoints: &[("savepoint-6-3000", 3_000)],
+                initial: Some(1_000),
+                want: Want::Savepoint("savepoint-6-3000"),
+                ..Case::default()
+            },
+            Case {
+                name: "stateless upgrade: everything before --checkpoints-after is ignored",
+                checkpoints: &[(4, 1_000), (5, 2_000)],
+                savepoints: &[("savepoint-3-1500", 1_500)],
+                after: Some(6_000),
+                want: Want::Nothing,
+                notes: &[
+                    "--checkpoints-after 1970-01-01T01:40:00Z: the newest restorable checkpoint \
+                     in",
+                    "checkpoint 5 (completed 1970-01-01T00:33:20Z), completed before it, so no \
+                     checkpoint is restored",
+                    "--checkpoints-after 1970-01-01T01:40:00Z: 1 savepoint(s) in",
+                    "completed since --checkpoints-after 1970-01-01T01:40:00Z; starting without \
+                     state",
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "the new run's own checkpoints are restored by its later starts",
+                checkpoints: &[(5, 2_000), (9, 7_000)],
+                savepoints: &[("savepoint-6-3000", 3_000)],
+                after: Some(6_000),
+                want: Want::Checkpoint(9),
+                notes: &["1 savepoint(s) in"],
+                ..Case::default()
+            },
+            Case {
+                name: "a snapshot completed at --checkpoints-after itself counts",
+                checkpoints: &[(5, 2_000)],
+                after: Some(2_000),
+                want: Want::Checkpoint(5),
+                ..Case::default()
+            },
+            Case {
+                name: "savepoints since --checkpoints-after count",
+                checkpoints: &[(5, 5_000)],
+                savepoints: &[("savepoint-4-4000", 4_000), ("savepoint-8-8000", 8_000)],
+                after: Some(6_000),
+                want: Want::Savepoint("savepoint-8-8000"),
+                notes: &["so no checkpoint is restored", "1 savepoint(s) in"],
+                ..Case::default()
+            },
+            Case {
+                name: "rollback: the initial savepoint although it is older than \
+                       --checkpoints-after and than the bad run's snapshots",
+                checkpoints: &[(8, 5_000)],
+                savepoints: &[("savepoint-7-4000", 4_000)],
+                initial: Some(1_000),
+                after: Some(6_000),
+                want: Want::Initial,
+                notes: &[
+                    "so no checkpoint is restored",
+                    "starting from spec.job.initialSavepointPath",
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "after a rollback, the new run's checkpoints win over the initial savepoint",
+                checkpoints: &[(8, 5_000), (12, 7_000)],
+                initial: Some(1_000),
+                after: Some(6_000),
+                want: Want::Checkpoint(12),
+                ..Case::default()
+            },
+        ];
+        let m = Path::new("m.yaml");
+        for case in cases {
+            let name = case.name;
+            let dir = tempfile::tempdir().unwrap();
+            let storage = dir.path().join("checkpoints");
+            std::fs::create_dir_all(&storage).unwrap();
+            let savepoints = storage.join("savepoints");
+            for &(id, at) in case.checkpoints {
+                snapshot(&storage.join(format!("chk-{id}")), id, at * 1000, false);
+            }
+            for &(id, at) in case.damaged_checkpoints {
+                snapshot_with(
+                    &storage.join(format!("chk-{id}")),
+                    id,
+                    at * 1000,
+                    false,
+                    true,
+                );
+            }
+            let id_of = |n: &str| n.split('-').nth(1).unwrap().parse::<u64>().unwrap();
+            for &(n, at) in case.savepoints {
+                snapshot(&savepoints.join(n), id_of(n), at * 1000, true);
+            }
+            for &(n, at) in case.damaged_savepoints {
+                snapshot_with(&savepoints.join(n), id_of(n), at * 1000, true, true);
+            }
+            for n in case.incomplete_savepoints {
+                std::fs::create_dir_all(savepoints.join(n)).unwrap();
+            }
+            for n in case.garbled_savepoints {
+                std::fs::create_dir_all(savepoints.join(n)).unwrap();
+                std::fs::write(savepoints.join(n).join("_metadata"), "{not json").unwrap();
+            }
+            let mut spec = StreamJobSpec::for_program("orders");
+            spec.checkpointing = Some(CheckpointingSpec::new(format!(
+                "file://{}",
+                storage.display()
+            )));
+            let initial = dir.path().join("elsewhere/savepoint-1-1");
+            if let Some(at) = case.initial {
+                snapshot(&initial, 1, at * 1000, true);
+                spec.job.initial_savepoint_path = Some(initial.display().to_string());
+            }
+            let after = case.after.map(|s| s * 1000);
+            let plan = restore_plan(m, &spec, None, true, after).unwrap();
+            let from = plan.from.clone().unwrap_or_default();
+            match case.want {
+                Want::Checkpoint(id) => assert!(
+                    from.ends_with(&format!("/checkpoints/chk-{id}")),
+                    "{name}: {plan:#?}"
+                ),
+                Want::Savepoint(n) => assert!(
+                    from.ends_with(&format!("/checkpoints/savepoints/{n}")),
+                    "{name}: {plan:#?}"
+                ),
+                Want::Initial => {
+                    assert_eq!(from, initial.display().to_string(), "{name}: {plan:#?}")
+                }
+                Want::Nothing => assert_eq!(plan.from, None, "{name}: {plan:#?}"),
+            }
+            for want in case.notes {
+                assert!(
+                    plan.notes.iter().any(|n| n.contains(want)),
+                    "{name}: no note contains {want:?}: {plan:#?}"
+                );
+            }
+            if case.after.is_none() {
+                assert!(
+                    plan.notes
+                        .iter()
+                        .all(|n| !n.contains("--checkpoints-after")),
+                    "{name}: {plan:#?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoints_after_is_ignored_without_from_latest_checkpoint() {
+        let mut spec = StreamJobSpec::for_program("orders");
+        spec.job.initial_savepoint_path = Some("file:///sp/a".into());
+        let plan = restore_plan(Path::new("m.yaml"), &spec, None, false, Some(1)).unwrap();
+        assert_eq!(plan.from.as_deref(), Some("file:///sp/a"));
+        assert!(plan.notes.is_empty());
     }
 
     fn overview() -> JobOverview {

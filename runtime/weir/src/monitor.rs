@@ -57,9 +57,15 @@ impl JobInfo {
     /// outside the `chk-*` directories that retention deletes.
     pub fn default_savepoint_target(&self) -> Option<String> {
         self.checkpoint_storage
-            .as_ref()
-            .map(|s| format!("{}/savepoints", s.trim_end_matches('/')))
+            .as_deref()
+            .map(default_savepoint_dir)
     }
+}
+
+/// The default savepoint directory of a job checkpointing to `storage`: its `savepoints`
+/// directory, where `--from-latest-checkpoint` looks for savepoints too.
+pub fn default_savepoint_dir(storage: &str) -> String {
+    format!("{}/savepoints", storage.trim_end_matches('/'))
 }
 
 /// `<name>-<16 hex digits>`: unique per run without a UUID dependency.
@@ -213,6 +219,8 @@ pub struct JobMonitor {
     rates: Mutex<RateTracker>,
     operations: Mutex<Operations>,
     reported: Condvar,
+    /// The job ended and the process stays up to serve its final state (`--supervised`).
+    lingering: std::sync::atomic::AtomicBool,
 }
 
 impl JobMonitor {
@@ -224,7 +232,19 @@ impl JobMonitor {
             rates: Mutex::new(RateTracker::default()),
             operations: Mutex::new(Operations::default()),
             reported: Condvar::new(),
+            lingering: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks the job as ended with the process staying up to serve its final state.
+    pub fn set_lingering(&self) {
+        self.lingering
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the process serves an ended job's final state (see [`Self::set_lingering`]).
+    pub fn lingering(&self) -> bool {
+        self.lingering.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Static job information.

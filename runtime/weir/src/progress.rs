@@ -1,6 +1,7 @@
 //! The one-line progress report `weir run` prints every second, and the small formatting helpers
-//! it needs (human-sized numbers, durations, ISO-8601 UTC times). Everything here is a pure
-//! function of its inputs so the exact output is pinned by table tests.
+//! it needs (human-sized numbers, durations, ISO-8601 UTC times, and reading RFC 3339 times
+//! back). Everything here is a pure function of its inputs so the exact output is pinned by
+//! table tests.
 
 use std::time::Duration;
 
@@ -212,6 +213,91 @@ pub fn iso8601_utc(ms: i64) -> String {
     )
 }
 
+/// A point in time written as RFC 3339 (`2026-11-24T12:00:00Z`, `2026-11-24T13:00:00.250+01:00`)
+/// or as whole milliseconds since the Unix epoch (`1795521600000`), in milliseconds since the
+/// epoch; `None` when it is neither. Fractions finer than a millisecond are cut off.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
+    }
+    let b = s.as_bytes();
+    // A fixed-width field of ASCII digits.
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = b.get(from..from + len)?;
+        digits
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    // RFC 3339 allows a lower-case `t` and, for readability, a space between date and time.
+    let separated = at(4, b'-')
+        && at(7, b'-')
+        && matches!(b.get(10), Some(b'T' | b't' | b' '))
+        && at(13, b':')
+        && at(16, b':');
+    if !separated {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if at(i, b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac = num(start, (i - start).min(3))?;
+        millis = frac * 10_i64.pow(3 - (i - start).min(3) as u32);
+    }
+    let offset_minutes = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && at(i + 3, b':') => {
+            let (h, m) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
+        }
+        _ => return None,
+    };
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    // Second 60 is a leap second, which RFC 3339 allows.
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -385,6 +471,44 @@ mod tests {
             (i64::MIN, "-9223372036854775808ms"),
         ] {
             assert_eq!(iso8601_utc(ms), want, "{ms}");
+        }
+    }
+
+    #[test]
+    fn times_are_read_as_rfc3339_or_epoch_milliseconds() {
+        for (text, want) in [
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2026-03-01T10:00:07Z", Some(T)),
+            ("2026-03-01t10:00:07z", Some(T)),
+            ("2026-03-01 10:00:07Z", Some(T)),
+            ("2026-03-01T11:30:07+01:30", Some(T)),
+            ("2026-03-01T05:00:07-05:00", Some(T)),
+            ("2026-03-01T10:00:07.25Z", Some(T + 250)),
+            ("2026-03-01T10:00:07.123456789Z", Some(T + 123)),
+            ("2000-02-29T00:00:00Z", Some(951_782_400_000)),
+            ("1969-12-31T23:59:59Z", Some(-1_000)),
+            ("1772359207000", Some(T)),
+            (" 1772359207000 ", Some(T)),
+            ("", None),
+            ("yesterday", None),
+            ("-5", None),
+            ("2026-03-01", None),
+            ("2026-03-01T10:00:07", None),
+            ("2026-03-01T10:00Z", None),
+            ("2026-03-01T10:00:07.Z", None),
+            ("2026-03-01T10:00:07+0100", None),
+            ("2026-03-01T10:00:07Zjunk", None),
+            ("2026-02-29T00:00:00Z", None),
+            ("2026-13-01T00:00:00Z", None),
+            ("2026-04-31T00:00:00Z", None),
+            ("2026-03-01T24:00:00Z", None),
+            ("2026-03-01X10:00:07Z", None),
+        ] {
+            assert_eq!(parse_time_ms(text), want, "{text:?}");
+        }
+        // Every time this prints reads back as itself.
+        for ms in [0, T, 951_782_400_000, 253_402_300_799_000] {
+            assert_eq!(parse_time_ms(&iso8601_utc(ms)), Some(ms));
         }
     }
 }

@@ -234,6 +234,10 @@ async fn healthz() -> Response {
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.job.state() {
         JobState::Running => Json(HealthResponse::ok()).into_response(),
+        // A supervised JobManager whose job ended (stopped with a savepoint, finished) stays up
+        // to report that final state and the savepoint: it is what the job's REST Service must
+        // reach, so it is ready.
+        _ if s.job.lingering() => Json(HealthResponse::ok()).into_response(),
         other => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(HealthResponse {

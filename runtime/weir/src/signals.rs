@@ -1,5 +1,6 @@
 //! SIGINT and SIGTERM (Ctrl-C only, off Unix) for the long-running commands: `weir run` and
-//! `weir jobmanager` stop the job on them, `weir taskmanager` leaves its JobManager.
+//! `weir jobmanager` stop the job on them (a supervised or leading JobManager leaves it to the
+//! next one), `weir taskmanager` leaves its JobManager.
 
 /// The installed handlers.
 pub(crate) struct Signals {

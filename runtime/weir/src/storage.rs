@@ -150,6 +150,10 @@ impl CheckpointStorage for Routed {
         self.backend(location)?.list_files(location)
     }
 
+    fn list_directories(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        self.backend(location)?.list_directories(location)
+    }
+
     fn supports_latest_pointer(&self) -> bool {
         self.primary.supports_latest_pointer()
     }

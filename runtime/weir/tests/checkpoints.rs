@@ -1,7 +1,8 @@
 //! Checkpoints, savepoints and restores through the `weir` binary: checkpoint statistics in the
 //! REST API, `/metrics` and the progress line; `weir savepoint` with and without `--stop`;
 //! `--from-savepoint`; `weir checkpoints list` with a corrupted checkpoint;
-//! `--from-latest-checkpoint` after `kill -9`; and the exit codes of restores that cannot work.
+//! `--from-latest-checkpoint` after `kill -9`, and with `--checkpoints-after`; and the exit codes
+//! of restores that cannot work.
 
 // Helpers of a test crate are test code too; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -396,4 +397,65 @@ fn impossible_restores_exit_2() {
     let out = run_to_end(&["checkpoints", "list", "/nonexistent/checkpoints"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no such file or directory"));
+}
+
+#[test]
+fn checkpoints_after_hides_the_snapshots_completed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, storage) = manifest(dir.path());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", &m, "--rest-address", "127.0.0.1:0", "--quiet"];
+        args.extend_from_slice(extra);
+        run_to_end(&args)
+    };
+    let out = run(&["--for", "2s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!list(&storage).is_empty());
+
+    // A stateless start: everything in the storage completed before now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let out = run(&[
+        "--for",
+        "1s",
+        "--from-latest-checkpoint",
+        "--checkpoints-after",
+        &now,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("completed before it, so no checkpoint is restored"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("starting without state"), "{stderr}");
+    assert!(!stderr.contains("restored from"), "{stderr}");
+
+    // An earlier time (RFC 3339) hides nothing.
+    let out = run(&[
+        "--for",
+        "1s",
+        "--from-latest-checkpoint",
+        "--checkpoints-after",
+        "2000-01-01T00:00:00Z",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("restored from checkpoint"), "{stderr}");
+
+    // A time that is not one, and the flag without --from-latest-checkpoint, are usage errors.
+    let out = run(&["--from-latest-checkpoint", "--checkpoints-after", "soon"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--checkpoints-after") && stderr.contains("RFC 3339"),
+        "{stderr}"
+    );
+    let out = run(&["--checkpoints-after", &now]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--from-latest-checkpoint"), "{stderr}");
 }

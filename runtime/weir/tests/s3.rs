@@ -1,7 +1,8 @@
 //! The `weir` binary with S3 checkpoint storage, against the real S3-compatible server that
 //! `.ci/s3.sh` starts (endpoint in `WEIR_S3_ENDPOINT`, credentials in the AWS variables):
 //! checkpoints and a stop-with-savepoint to `s3://`, `weir checkpoints list` on S3,
-//! `--from-latest-checkpoint` from S3, and the fail-fast error for a missing bucket.
+//! `--from-latest-checkpoint` from S3 (a checkpoint, or a newer savepoint in the default
+//! savepoint directory), and the fail-fast error for a missing bucket.
 
 #![allow(clippy::unwrap_used)]
 
@@ -138,6 +139,45 @@ fn checkpoints_savepoints_and_restores_on_s3() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains(&format!("({root}/chk-")), "{stderr}");
     assert!(stderr.contains("restored from checkpoint"), "{stderr}");
+}
+
+/// A stop with savepoint writes to `<storage>/savepoints` by default; `--from-latest-checkpoint`
+/// lists that directory on S3 and restores the savepoint, newer than every checkpoint.
+#[test]
+fn the_newest_savepoint_on_s3_is_restored() {
+    let bucket = Bucket::new("sp");
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("s3://{}/ckpt", bucket.0);
+    let m = manifest(dir.path(), &root);
+    let mut weir = Running::start(&["run", &m, "--rest-address", "127.0.0.1:0", "--for", "60s"]);
+    let addr = weir.rest_address();
+    wait_for_completed_checkpoints(&addr, 2);
+    let out = run_to_end(&["savepoint", "--rest-address", &addr, "--stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let savepoint = text(&out.stdout).trim().to_string();
+    assert!(
+        savepoint.starts_with(&format!("{root}/savepoints/savepoint-")),
+        "{savepoint}"
+    );
+    let (code, stderr) = weir.exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let out = run_to_end(&[
+        "run",
+        &m,
+        "--rest-address",
+        "127.0.0.1:0",
+        "--from-latest-checkpoint",
+        "--for",
+        "1s",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("so the savepoint is restored"), "{stderr}");
+    assert!(
+        stderr.contains("restored from savepoint ") && stderr.contains(&savepoint),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -157,6 +157,17 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// The names of the directories directly in `location` (none when it does not exist), e.g.
+    /// the `savepoint-*` directories of a savepoint target, which a restore searches for the
+    /// newest savepoint.
+    fn list_directories(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        let _ = location;
+        Err(StorageError::Unsupported {
+            root: self.root(),
+            what: "listing directories",
+        })
+    }
+
     /// Whether this storage keeps the job's latest-checkpoint pointer. Storages that do not
     /// are restored by listing alone, and nothing fences their writers.
     fn supports_latest_pointer(&self) -> bool {
@@ -228,6 +239,28 @@ impl LocalFsStorage {
 
     fn pointer_dir(&self) -> PathBuf {
         self.root.join(LATEST_POINTER)
+    }
+
+    /// The names of the entries directly in `location` of a type `keep` accepts, sorted; none
+    /// when it does not exist.
+    fn entries(
+        &self,
+        location: &str,
+        keep: fn(&fs::FileType) -> bool,
+    ) -> Result<Vec<String>, StorageError> {
+        let dir = self.dir(location)?;
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        let mut out: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| keep(&t)))
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// The pointer versions present, unordered (`v-<n>` files; anything else is ignored).
@@ -358,19 +391,11 @@ impl CheckpointStorage for LocalFsStorage {
     }
 
     fn list_files(&self, location: &str) -> Result<Vec<String>, StorageError> {
-        let dir = self.dir(location)?;
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io("list", &dir)(e)),
-        };
-        let mut out: Vec<String> = rd
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect();
-        out.sort();
-        Ok(out)
+        self.entries(location, fs::FileType::is_file)
+    }
+
+    fn list_directories(&self, location: &str) -> Result<Vec<String>, StorageError> {
+        self.entries(location, fs::FileType::is_dir)
     }
 
     fn supports_latest_pointer(&self) -> bool {
@@ -476,3 +501,32 @@ pub fn open_storage(uri: &str) -> Result<std::sync::Arc<dyn CheckpointStorage>, 
 pub type StorageFactory = std::sync::Arc<
     dyn Fn(&str) -> Result<std::sync::Arc<dyn CheckpointStorage>, StorageError> + Send + Sync,
 >;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+    use super::*;
+
+    #[test]
+    fn local_storage_lists_directories_but_not_files() {
+        let dir = std::env::temp_dir().join(format!("weir-list-dirs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let st = LocalFsStorage::new(&format!("file://{}", dir.display())).unwrap();
+        let savepoints = dir.join("savepoints").display().to_string();
+        assert!(
+            st.list_directories(&savepoints).unwrap().is_empty(),
+            "a missing directory has no sub-directories"
+        );
+        st.write_metadata(&format!("{savepoints}/savepoint-2-20"), b"{}")
+            .unwrap();
+        st.write_file(&format!("{savepoints}/savepoint-1-10"), "a.state", b"x")
+            .unwrap();
+        st.write_file(&savepoints, "stray-file", b"x").unwrap();
+        assert_eq!(
+            st.list_directories(&savepoints).unwrap(),
+            ["savepoint-1-10", "savepoint-2-20"]
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -31,6 +31,11 @@ pub struct ClusterConfig {
     pub heartbeat_timeout: Duration,
     /// How long a deployment waits for enough slots before it fails.
     pub slot_timeout: Duration,
+    /// Fingerprint of the manifest this JobManager runs. A TaskManager registering with a
+    /// different one was built from another manifest (an old pod during a rolling upgrade) and
+    /// is refused, so it never runs subtasks of a job it does not match. `None`, on either
+    /// side, accepts every TaskManager.
+    pub manifest_hash: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -39,6 +44,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(10),
             slot_timeout: Duration::from_secs(120),
+            manifest_hash: None,
         }
     }
 }
@@ -400,6 +406,7 @@ fn serve_task_manager(inner: &Arc<Inner>, mut stream: TcpStream) {
         id,
         slots,
         data_address,
+        manifest_hash,
     }) = read_json::<ToJobManager>(&mut stream)
     else {
         return;
@@ -411,6 +418,13 @@ fn serve_task_manager(inner: &Arc<Inner>, mut stream: TcpStream) {
                 reason: "this JobManager is not the leader".into(),
             },
         );
+        return;
+    }
+    if let Some(reason) = manifest_mismatch(&id, manifest_hash.as_deref(), &inner.config) {
+        // Logged at debug only: the refused TaskManager retries several times a second until
+        // its pod is replaced, and it logs the reason itself.
+        tracing::debug!("{reason}");
+        let _ = write_json(&mut stream, &ToTaskManager::Rejected { reason });
         return;
     }
     let Ok(writer) = stream.try_clone() else {
@@ -462,6 +476,19 @@ fn serve_task_manager(inner: &Arc<Inner>, mut stream: TcpStream) {
         }
     };
     lose(inner, seq, &why);
+}
+
+/// Why a TaskManager registering with `theirs` may not join a JobManager configured with
+/// `config`, or `None` when it may: the fingerprints are equal, or either side has none.
+fn manifest_mismatch(id: &str, theirs: Option<&str>, config: &ClusterConfig) -> Option<String> {
+    match (theirs, config.manifest_hash.as_deref()) {
+        (Some(theirs), Some(ours)) if theirs != ours => Some(format!(
+            "TaskManager {id} runs a different manifest (spec hash {theirs}) than this \
+             JobManager (spec hash {ours}): it is from before an upgrade; it retries until it \
+             is replaced"
+        )),
+        _ => None,
+    }
 }
 
 fn handle(

@@ -16,6 +16,11 @@ pub enum ToJobManager {
         slots: u32,
         /// Address of its data port, as other TaskManagers reach it.
         data_address: String,
+        /// Fingerprint of the manifest the TaskManager built its job from; the JobManager
+        /// refuses a TaskManager whose fingerprint differs from its own (one left over from
+        /// before an upgrade). Absent from TaskManagers that predate it, which are accepted.
+        #[serde(default)]
+        manifest_hash: Option<String>,
     },
     /// Still alive; with the metrics of the subtasks running here.
     Heartbeat {

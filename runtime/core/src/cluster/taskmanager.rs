@@ -36,6 +36,27 @@ pub struct TaskManagerConfig {
     pub data_bind: String,
     /// Address other TaskManagers use for the data port (`None`: the bound address).
     pub data_advertise: Option<String>,
+    /// Fingerprint of the manifest this TaskManager's job was built from, sent with its
+    /// registration: a JobManager running a different manifest refuses it (`None`: send none,
+    /// and be accepted by any JobManager).
+    pub manifest_hash: Option<String>,
+}
+
+/// How often a TaskManager that keeps being refused for the same reason logs it again.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a session with a JobManager ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The connection could not be opened, broke, or went silent.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The JobManager refused the registration (not the leader, another manifest).
+    #[error("registration refused: {reason}")]
+    Rejected {
+        /// The JobManager's reason.
+        reason: String,
+    },
 }
 
 /// The connection to the current JobManager, shared by every thread that reports to it.
@@ -214,6 +235,10 @@ impl TaskManager {
     /// lost.
     pub fn run(self: &Arc<Self>, stop: Arc<AtomicBool>) {
         let mut next = 0usize;
+        // The last refusal logged, and when: a refused TaskManager retries several times a
+        // second (until the leader takes it, or until its pod from before an upgrade is
+        // replaced), so the same reason is logged again only now and then.
+        let mut refused: Option<(String, Instant)> = None;
         while !stop.load(Ordering::SeqCst) {
             let n = self.config.jobmanagers.len().max(1);
             let address = self
@@ -223,8 +248,24 @@ impl TaskManager {
                 .cloned()
                 .unwrap_or_default();
             next += 1;
-            if let Err(e) = self.session(&address, &stop) {
-                tracing::debug!("JobManager {address}: {e}");
+            match self.session(&address, &stop) {
+                Ok(()) => refused = None,
+                Err(SessionError::Rejected { reason }) => {
+                    let repeated = refused.as_ref().is_some_and(|(r, at)| {
+                        *r == reason && at.elapsed() < REJECTION_LOG_INTERVAL
+                    });
+                    if !repeated {
+                        tracing::warn!(
+                            "JobManager {address} refused TaskManager {}: {reason}",
+                            self.config.id
+                        );
+                        refused = Some((reason, Instant::now()));
+                    }
+                }
+                Err(e) => {
+                    refused = None;
+                    tracing::debug!("JobManager {address}: {e}");
+                }
             }
             self.cancel_running(Duration::from_secs(30));
             if !stop.load(Ordering::SeqCst) {
@@ -240,7 +281,11 @@ impl TaskManager {
     }
 
     /// One registration with one JobManager, until it is lost or `stop` is set.
-    fn session(self: &Arc<Self>, address: &str, stop: &Arc<AtomicBool>) -> io::Result<()> {
+    fn session(
+        self: &Arc<Self>,
+        address: &str,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(), SessionError> {
         let mut stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -250,6 +295,7 @@ impl TaskManager {
                 id: self.config.id.clone(),
                 slots: self.config.slots,
                 data_address: self.data_address.clone(),
+                manifest_hash: self.config.manifest_hash.clone(),
             },
         )?;
         let (interval, timeout) = match read_json::<ToTaskManager>(&mut stream)? {
@@ -260,10 +306,8 @@ impl TaskManager {
                 Duration::from_millis(heartbeat_interval_ms.max(1)),
                 Duration::from_millis(heartbeat_timeout_ms.max(1)),
             ),
-            ToTaskManager::Rejected { reason } => {
-                return Err(io::Error::other(format!("registration refused: {reason}")));
-            }
-            other => return Err(io::Error::other(format!("unexpected {other:?}"))),
+            ToTaskManager::Rejected { reason } => return Err(SessionError::Rejected { reason }),
+            other => return Err(io::Error::other(format!("unexpected {other:?}")).into()),
         };
         tracing::info!("registered with JobManager {address}");
         stream.set_read_timeout(Some(timeout))?;
@@ -350,7 +394,7 @@ impl TaskManager {
         alive.store(false, Ordering::SeqCst);
         self.link.set(None);
         let _ = lock(&conn).shutdown(Shutdown::Both);
-        result
+        result.map_err(SessionError::Io)
     }
 
     /// Totals of the operator subtasks the current attempt runs here.
