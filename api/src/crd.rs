@@ -110,6 +110,16 @@ pub struct StreamJobSpec {
     /// job and keeps checkpoints, `dispose` stops it and deletes checkpoints.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// How the operator carries out spec changes: savepoint timeouts and
+    /// retries, the fallback to the latest checkpoint, and rollbacks.
+    #[serde(default)]
+    pub upgrade: UpgradeSpec,
+
+    /// Savepoints the operator takes on a schedule and how many it keeps.
+    /// They are written under `<spec.checkpointing.storage>/savepoints`.
+    #[serde(default)]
+    pub savepoints: SavepointsSpec,
 }
 
 impl Default for StreamJobSpec {
@@ -124,6 +134,8 @@ impl Default for StreamJobSpec {
             job_manager: JobManagerSpec::default(),
             task_manager: TaskManagerSpec::default(),
             deletion_policy: DeletionPolicy::default(),
+            upgrade: UpgradeSpec::default(),
+            savepoints: SavepointsSpec::default(),
         }
     }
 }
@@ -138,6 +150,23 @@ impl StreamJobSpec {
             },
             ..StreamJobSpec::default()
         }
+    }
+
+    /// The part of the spec a running deployment is made of: everything but
+    /// the fields the operator acts on without redeploying (`job.state`, the
+    /// savepoint and checkpoint nonces, `job.initialSavepointPath` which only
+    /// applies to the first deployment, `deletionPolicy`, `upgrade` and
+    /// `savepoints`). Two specs with the same deployment view run the same.
+    pub fn deployment_view(&self) -> StreamJobSpec {
+        let mut s = self.clone();
+        s.job.state = JobTargetState::Running;
+        s.job.savepoint_trigger_nonce = None;
+        s.job.checkpoint_trigger_nonce = None;
+        s.job.initial_savepoint_path = None;
+        s.deletion_policy = DeletionPolicy::default();
+        s.upgrade = UpgradeSpec::default();
+        s.savepoints = SavepointsSpec::default();
+        s
     }
 
     /// A stable fingerprint of the spec (16 hex digits), identical across
@@ -1005,6 +1034,138 @@ pub enum DeletionPolicy {
     Dispose,
 }
 
+/// How spec changes are carried out and undone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpgradeSpec {
+    /// How long a savepoint the operator asks for (before an upgrade, on
+    /// suspend, on deletion, on request) may take before it counts as failed.
+    #[serde(default = "default_savepoint_timeout")]
+    pub savepoint_timeout: Duration,
+
+    /// How many times such a savepoint is tried before the operator gives up
+    /// on it (and falls back, or reports why it cannot go on).
+    #[serde(default = "default_savepoint_attempts")]
+    #[schemars(range(min = 1))]
+    pub savepoint_attempts: u32,
+
+    /// In `savepoint` upgrade mode, when the job cannot take a savepoint (it
+    /// is failing, or the savepoint failed `savepointAttempts` times), upgrade
+    /// from the latest completed checkpoint instead, but only if it is younger
+    /// than this. Unset: never fall back; the upgrade waits and the status
+    /// says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_max_checkpoint_age: Option<Duration>,
+
+    /// Roll a failed upgrade back to the last stable spec.
+    #[serde(default)]
+    pub rollback: RollbackSpec,
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        UpgradeSpec {
+            savepoint_timeout: default_savepoint_timeout(),
+            savepoint_attempts: default_savepoint_attempts(),
+            fallback_max_checkpoint_age: None,
+            rollback: RollbackSpec::default(),
+        }
+    }
+}
+
+fn default_savepoint_timeout() -> Duration {
+    Duration::from_mins(5)
+}
+
+fn default_savepoint_attempts() -> u32 {
+    3
+}
+
+/// When an upgrade counts as failed, and what happens then.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackSpec {
+    /// Restore the last stable spec, from the savepoint taken before the
+    /// upgrade, when an upgraded job does not become stable in time. Needs
+    /// checkpointing (stability is counted in checkpoints).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// How long an upgraded job has to become stable: to complete
+    /// `stableCheckpoints` checkpoints without a restart.
+    #[serde(default = "default_readiness_timeout")]
+    pub readiness_timeout: Duration,
+
+    /// Completed checkpoints without a restart after which a run is stable.
+    #[serde(default = "default_stable_checkpoints")]
+    #[schemars(range(min = 1))]
+    pub stable_checkpoints: u32,
+}
+
+impl Default for RollbackSpec {
+    fn default() -> Self {
+        RollbackSpec {
+            enabled: true,
+            readiness_timeout: default_readiness_timeout(),
+            stable_checkpoints: default_stable_checkpoints(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_readiness_timeout() -> Duration {
+    Duration::from_mins(5)
+}
+
+fn default_stable_checkpoints() -> u32 {
+    3
+}
+
+/// Scheduled savepoints and the retention of the operator's savepoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SavepointsSpec {
+    /// Take a savepoint this often while the job runs. Unset: no periodic
+    /// savepoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+
+    /// Keep at most this many savepoints in `status.savepointHistory`; older
+    /// ones are disposed of.
+    #[serde(default = "default_max_count")]
+    #[schemars(range(min = 1))]
+    pub max_count: u32,
+
+    /// Dispose of savepoints older than this. Unset: no age limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+
+    /// Delete a disposed savepoint's files from storage (the operator does
+    /// this itself; no JobManager needs to run). `false` only forgets it.
+    /// A savepoint that a rollback or the current deployment may restore is
+    /// never deleted.
+    #[serde(default = "yes")]
+    pub delete_disposed: bool,
+}
+
+impl Default for SavepointsSpec {
+    fn default() -> Self {
+        SavepointsSpec {
+            interval: None,
+            max_count: default_max_count(),
+            max_age: None,
+            delete_disposed: true,
+        }
+    }
+}
+
+fn default_max_count() -> u32 {
+    10
+}
+
 /// Observed state of a StreamJob, written by the operator.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -1049,6 +1210,23 @@ pub struct StreamJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stable_spec_hash: Option<String>,
 
+    /// What the operator deployed and how it restores: the pods are built
+    /// from this, so a rollback or a resume does not depend on the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciliation: Option<ReconciliationStatus>,
+
+    /// A savepoint the operator asked the JobManager for and waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_savepoint: Option<PendingSavepoint>,
+
+    /// The `spec.job.savepointTriggerNonce` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_savepoint_trigger_nonce: Option<i64>,
+
+    /// The `spec.job.checkpointTriggerNonce` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_trigger_nonce: Option<i64>,
+
     /// The latest error, if the StreamJob is unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -1056,6 +1234,111 @@ pub struct StreamJobStatus {
     /// Standard Kubernetes conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What is deployed, written by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconciliationStatus {
+    /// The deployed spec (JSON).
+    pub spec: String,
+
+    /// Its deployment hash (see `deployedSpecHash`).
+    pub spec_hash: String,
+
+    /// Whether the pods run (`false`: suspended, or stopped for an upgrade).
+    pub running: bool,
+
+    /// Where a starting JobManager restores from.
+    pub restore: RestoreSource,
+
+    /// When the JobManager should restore from: snapshots completed before
+    /// this (RFC 3339) are ignored (a stateless start, a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints_after: Option<String>,
+
+    /// When this deployment was made (RFC 3339).
+    pub deployed_at: String,
+
+    /// The deployment hash of the spec this one upgraded (cleared once
+    /// stable): the upgrade a rollback would undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgraded_from: Option<String>,
+
+    /// The last spec that reached `Stable` (JSON), what a rollback deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_spec: Option<String>,
+
+    /// The savepoint taken before the current upgrade, what a rollback
+    /// restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_savepoint: Option<String>,
+
+    /// The deployment hash of a spec that was rolled back: it is not deployed
+    /// again until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_spec_hash: Option<String>,
+
+    /// `<purpose>/<spec hash>` of an operation whose savepoint failed every
+    /// attempt and could not fall back: it is not tried again until the spec
+    /// (or `spec.upgrade`) changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up_on: Option<String>,
+}
+
+/// Where a starting JobManager restores from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// `latest`: the newest completed checkpoint or savepoint in checkpoint
+    /// storage (after `checkpointsAfter`); `savepoint`: `path`, unless the
+    /// storage holds a newer snapshot; `none`: no state.
+    pub kind: RestoreKind,
+
+    /// The savepoint, for `savepoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// See [`RestoreSource::kind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RestoreKind {
+    /// The newest snapshot in checkpoint storage.
+    #[default]
+    Latest,
+    /// A given savepoint.
+    Savepoint,
+    /// Nothing.
+    None,
+}
+
+/// A savepoint the operator waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSavepoint {
+    /// Why it was asked for.
+    pub trigger_type: SavepointTriggerType,
+
+    /// Whether the job stops once it completes (upgrade, suspend, deletion).
+    pub stop: bool,
+
+    /// The JobManager's request id.
+    pub request_id: String,
+
+    /// When it was asked for (RFC 3339).
+    pub triggered_at: String,
+
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+
+    /// The nonce that asked for it, for manual savepoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_nonce: Option<i64>,
+
+    /// Why the previous attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
 }
 
 /// Lifecycle of a StreamJob as managed by the operator.

@@ -16,10 +16,11 @@ pub mod validation;
 pub use crd::{
     CheckpointInfo, CheckpointingMode, CheckpointingSpec, DeletionPolicy, ExponentialDelayRestart,
     FailureRateRestart, FixedDelayRestart, HeartbeatSpec, JobManagerSpec, JobSpec, JobStatus,
-    JobTargetState, LeaderElectionSpec, LifecycleState, ResourceSpec, RestartStrategy,
-    RetentionOnCancel, S3CredentialsSecret, S3StorageSpec, SavepointRecord, SavepointTriggerType,
+    JobTargetState, LeaderElectionSpec, LifecycleState, PendingSavepoint, ReconciliationStatus,
+    ResourceSpec, RestartStrategy, RestoreKind, RestoreSource, RetentionOnCancel, RollbackSpec,
+    S3CredentialsSecret, S3StorageSpec, SavepointRecord, SavepointTriggerType, SavepointsSpec,
     StateBackend, StateSpec, StreamJob, StreamJobSpec, StreamJobStatus, TaskManagerSpec,
-    UnalignedCheckpointSpec, UpgradeMode,
+    UnalignedCheckpointSpec, UpgradeMode, UpgradeSpec,
 };
 pub use duration::{Duration, DurationParseError};
 pub use manifest::{ManifestError, parse_manifest};

@@ -178,7 +178,57 @@ impl StreamJobSpec {
             );
         }
         validate_restart_strategy(&mut errs, &self.restart_strategy);
+        self.validate_upgrade(&mut errs);
         errs.into_result()
+    }
+
+    fn validate_upgrade(&self, errs: &mut ValidationErrors) {
+        if self.upgrade.savepoint_attempts == 0 {
+            errs.push(
+                "spec.upgrade.savepointAttempts",
+                "must be at least 1",
+                "set spec.upgrade.savepointAttempts to 1 or more (default 3)",
+            );
+        }
+        if self.upgrade.savepoint_timeout.is_zero() {
+            errs.push(
+                "spec.upgrade.savepointTimeout",
+                "must be more than 0s",
+                "set spec.upgrade.savepointTimeout to how long a savepoint may take, e.g. 5m",
+            );
+        }
+        if self.upgrade.rollback.stable_checkpoints == 0 {
+            errs.push(
+                "spec.upgrade.rollback.stableCheckpoints",
+                "must be at least 1",
+                "set spec.upgrade.rollback.stableCheckpoints to 1 or more (default 3)",
+            );
+        }
+        if self.savepoints.max_count == 0 {
+            errs.push(
+                "spec.savepoints.maxCount",
+                "must be at least 1: the savepoint a resume or a rollback restores is kept",
+                "set spec.savepoints.maxCount to 1 or more (default 10)",
+            );
+        }
+        if self.checkpointing.is_none() && self.savepoints.interval.is_some() {
+            errs.push(
+                "spec.savepoints.interval",
+                "savepoints are written under spec.checkpointing.storage, but checkpointing is \
+                 off (spec.checkpointing is absent)",
+                "add a spec.checkpointing section with a storage URI, or remove \
+                 spec.savepoints.interval",
+            );
+        }
+        if let Some(i) = self.savepoints.interval
+            && i.is_zero()
+        {
+            errs.push(
+                "spec.savepoints.interval",
+                "must be more than 0s",
+                "set spec.savepoints.interval to e.g. 1h, or remove it",
+            );
+        }
     }
 
     fn validate_job(&self, errs: &mut ValidationErrors) {

@@ -3,8 +3,10 @@
 //! API) → [`decide`] (pure) → apply (server-side apply of [`resources::desired`], a finalizer)
 //! → update status (lifecycle, conditions, events).
 
-use crate::decide::{Action as Do, Cond, Decision, Observed, decide};
-use crate::resources::{self, Desired, Names, REST_PORT};
+use crate::decide::{
+    Cond, Decision, Deployed, Observed, Pending, Plan, Poll, Restore, Spec, Step, Want, decide,
+};
+use crate::resources::{self, Desired, Extra, Names, REST_PORT};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -20,7 +22,11 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use weir_api::{LifecycleState, StreamJob, StreamJobStatus};
+use weir_api::rest::{OperationStatus, SavepointInfo, TriggerSavepointResponse};
+use weir_api::{
+    LifecycleState, PendingSavepoint, ReconciliationStatus, RestoreKind, RestoreSource,
+    SavepointRecord, StreamJob, StreamJobSpec, StreamJobStatus,
+};
 
 /// The finalizer the operator puts on every StreamJob it deploys.
 pub const FINALIZER: &str = "weir.dev/finalizer";
@@ -28,6 +34,8 @@ pub const FINALIZER: &str = "weir.dev/finalizer";
 pub const FIELD_MANAGER: &str = "weir-operator";
 /// How often a StreamJob is looked at again without any change (to follow the job's state).
 pub const RESYNC: Duration = Duration::from_secs(10);
+/// How often while a deployment, an upgrade or a savepoint is under way.
+pub const BUSY_RESYNC: Duration = Duration::from_secs(2);
 
 /// Why a reconciliation failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,17 @@ pub enum Error {
     /// The objects could not be built.
     #[error("building the objects: {0}")]
     Build(#[from] resources::BuildError),
+    /// The deployment recorded in the status could not be read back.
+    #[error("reading status.reconciliation: {0}")]
+    Recorded(#[source] serde_json::Error),
+    /// Checkpoint storage could not be changed.
+    #[error("{action}: {source}")]
+    Storage {
+        /// What was being done.
+        action: String,
+        /// The storage error (boxed: S3 errors are large).
+        source: Box<crate::storage::Error>,
+    },
     /// An API call failed.
     #[error("{action}: {source}")]
     Api {
@@ -172,14 +191,188 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Build(_) => "Build",
+            Error::Recorded(_) => "Recorded",
+            Error::Storage { .. } => "Storage",
             Error::Api { .. } => "Api",
         }
     }
 }
 
-async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let names = Names::of(&job)?;
+fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
+}
+
+fn parse_ms(t: &str) -> Option<i64> {
+    t.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
+}
+
+fn ms(d: weir_api::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The operator's view of the spec.
+fn want_of(spec: &StreamJobSpec) -> Want {
+    Want {
+        hash: spec.deployment_view().spec_hash(),
+        full_hash: spec.spec_hash(),
+        running: spec.job.state == weir_api::JobTargetState::Running,
+        mode: spec.job.upgrade_mode,
+        savepoint_timeout_ms: ms(spec.upgrade.savepoint_timeout),
+        savepoint_attempts: spec.upgrade.savepoint_attempts.max(1),
+        fallback_max_age_ms: spec.upgrade.fallback_max_checkpoint_age.map(ms),
+        rollback: spec.upgrade.rollback.enabled && spec.checkpointing.is_some(),
+        readiness_timeout_ms: ms(spec.upgrade.rollback.readiness_timeout),
+        savepoint_nonce: spec.job.savepoint_trigger_nonce,
+        checkpoint_nonce: spec.job.checkpoint_trigger_nonce,
+        savepoint_interval_ms: spec.savepoints.interval.map(ms),
+        deletion: spec.deletion_policy,
+    }
+}
+
+fn restore_of(r: &RestoreSource) -> Restore {
+    match (r.kind, &r.path) {
+        (RestoreKind::Savepoint, Some(p)) => Restore::Savepoint(p.clone()),
+        (RestoreKind::None, _) => Restore::Fresh,
+        _ => Restore::Latest,
+    }
+}
+
+fn deployed_of(r: &ReconciliationStatus) -> Deployed {
+    Deployed {
+        hash: r.spec_hash.clone(),
+        running: r.running,
+        deployed_at_ms: parse_ms(&r.deployed_at).unwrap_or(0),
+        upgraded_from: r.upgraded_from.clone(),
+        stable_spec: r.stable_spec.is_some(),
+        rollback_savepoint: r.rollback_savepoint.clone(),
+        rolled_back: r.rolled_back_spec_hash.clone(),
+        gave_up_on: r.gave_up_on.clone(),
+        restore: restore_of(&r.restore),
+    }
+}
+
+/// The reconciliation record of a new deployment made by `plan`.
+fn reconciliation(
+    job: &StreamJob,
+    old: Option<&ReconciliationStatus>,
+    plan: &Plan,
+    now: i64,
+) -> Result<ReconciliationStatus, Error> {
+    let spec: StreamJobSpec = match plan.spec {
+        Spec::Wanted => job.spec.clone(),
+        Spec::Deployed => deployed_spec(old, job)?,
+        Spec::Stable => old
+            .and_then(|r| r.stable_spec.as_deref())
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(Error::Recorded)?
+            .unwrap_or_else(|| job.spec.clone()),
+    };
+    let (restore, floor) = match &plan.restore {
+        Restore::Latest => (
+            RestoreSource {
+                kind: RestoreKind::Latest,
+                path: None,
+            },
+            None,
+        ),
+        // Snapshots the storage holds from before this deployment (a bad run's checkpoints
+        // after a rollback, the old job's before a stateless start) are not restored.
+        Restore::Savepoint(p) => (
+            RestoreSource {
+                kind: RestoreKind::Savepoint,
+                path: Some(p.clone()),
+            },
+            Some(crate::report::rfc3339(now)),
+        ),
+        Restore::Fresh => (
+            RestoreSource {
+                kind: RestoreKind::None,
+                path: None,
+            },
+            Some(crate::report::rfc3339(now)),
+        ),
+    };
+    let spec_json = serde_json::to_string(&spec).map_err(Error::Recorded)?;
+    let stable_spec = old.and_then(|r| r.stable_spec.clone());
+    Ok(ReconciliationStatus {
+        spec_hash: spec.deployment_view().spec_hash(),
+        spec: spec_json,
+        running: plan.running,
+        restore,
+        // A deployment that stops the pods keeps the floor of the run it stops: its resume
+        // restores the suspension's savepoint with a floor of its own.
+        checkpoints_after: floor,
+        deployed_at: crate::report::rfc3339(now),
+        upgraded_from: plan.upgraded_from.clone(),
+        stable_spec,
+        rollback_savepoint: plan.rollback_savepoint.clone(),
+        rolled_back_spec_hash: plan.rolled_back.clone(),
+        gave_up_on: None,
+    })
+}
+
+fn deployed_spec(
+    r: Option<&ReconciliationStatus>,
+    job: &StreamJob,
+) -> Result<StreamJobSpec, Error> {
+    match r {
+        Some(r) => serde_json::from_str(&r.spec).map_err(Error::Recorded),
+        None => Ok(job.spec.clone()),
+    }
+}
+
+/// The StreamJob as deployed by `r`: its recorded spec, running or not, restoring what `r`
+/// says.
+fn deployed_job(job: &StreamJob, r: &ReconciliationStatus) -> Result<(StreamJob, Extra), Error> {
+    let mut spec = deployed_spec(Some(r), job)?;
+    spec.job.state = if r.running {
+        weir_api::JobTargetState::Running
+    } else {
+        weir_api::JobTargetState::Suspended
+    };
+    match r.restore.kind {
+        RestoreKind::Savepoint => spec.job.initial_savepoint_path = r.restore.path.clone(),
+        RestoreKind::None => spec.job.initial_savepoint_path = None,
+        RestoreKind::Latest => {}
+    }
+    let mut deployed = job.clone();
+    deployed.spec = spec;
+    Ok((
+        deployed,
+        Extra {
+            checkpoints_after: r.checkpoints_after.clone(),
+        },
+    ))
+}
+
+async fn apply_recorded(
+    ctx: &Context,
+    names: &Names,
+    job: &StreamJob,
+    r: &ReconciliationStatus,
+) -> Result<(), Error> {
+    let (deployed, extra) = deployed_job(job, r)?;
+    let d = resources::desired_with(&deployed, &extra)?;
+    apply_all(&ctx.client, names, &d).await
+}
+
+async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let names = Names::of(&cached)?;
     let jobs: Api<StreamJob> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    // The watch cache may not have caught up with the status the previous reconciliation
+    // wrote (a savepoint requested, a deployment made): acting on it would do that again — a
+    // second savepoint, a second upgrade. So every reconciliation reads the StreamJob itself.
+    let Some(job) = jobs
+        .get_opt(&names.job)
+        .await
+        .map_err(api_error("reading the StreamJob"))?
+    else {
+        return Ok(Action::await_change());
+    };
+    let job = Arc::new(job);
     let deleting = job.metadata.deletion_timestamp.is_some();
     if !deleting && !job.finalizers().iter().any(|f| f == FINALIZER) {
         let mut finalizers = job.finalizers().to_vec();
@@ -188,20 +381,20 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         // The patch is an event of its own; the next reconciliation does the rest.
         return Ok(Action::await_change());
     }
+    let now = now_ms();
+    let old = job.status.clone().unwrap_or_default();
+    let recorded = old.reconciliation.as_ref();
 
     // Observe.
     let invalid: Vec<String> = match job.spec.validate() {
         Ok(()) => Vec::new(),
         Err(errs) => errs.iter().map(ToString::to_string).collect(),
     };
-    let desired = if invalid.is_empty() && !deleting {
-        Some(resources::desired(&job)?)
+    // Objects are only looked for when they should exist.
+    let missing = if invalid.is_empty() && !deleting && recorded.is_some() {
+        missing(&ctx.client, &names).await?
     } else {
-        None
-    };
-    let missing = match &desired {
-        Some(_) => missing(&ctx.client, &names).await?,
-        None => Vec::new(),
+        Vec::new()
     };
     let jobmanager_ready = Api::<Deployment>::namespaced(ctx.client.clone(), &names.namespace)
         .get_opt(&names.jobmanager())
@@ -215,33 +408,136 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
     } else {
         None
     };
-    let job_state = report.as_ref().map(|r| r.overview.state);
-    let previous = job.status.as_ref().and_then(|s| s.lifecycle_state);
+    let deployed = recorded.map(deployed_of);
+    let stable = match (&report, &deployed) {
+        (Some(r), Some(d)) => r.stable(
+            u64::from(job.spec.upgrade.rollback.stable_checkpoints),
+            d.deployed_at_ms,
+        ),
+        _ => false,
+    };
+    let pending = old.pending_savepoint.as_ref().map(|p| Pending {
+        purpose: p.trigger_type,
+        triggered_ms: parse_ms(&p.triggered_at).unwrap_or(0),
+        attempt: p.attempt,
+        nonce: p.trigger_nonce,
+    });
+    let poll = match &old.pending_savepoint {
+        None => Poll::Nothing,
+        Some(p) if p.request_id.is_empty() => Poll::Failed(
+            p.last_failure
+                .clone()
+                .unwrap_or_else(|| "the JobManager did not accept the request".into()),
+        ),
+        Some(_) if !jobmanager_ready => Poll::Unreachable,
+        Some(p) => poll_savepoint(&names, &ctx, &p.request_id).await,
+    };
+    // A request whose answer was lost (the JobManager was slow to reply) may still have been
+    // carried out: a savepoint the JobManager completed since the request is the one asked for.
+    let poll = match (&poll, &old.pending_savepoint, &report) {
+        (Poll::Failed(_) | Poll::Unreachable, Some(p), Some(r)) => r
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.latest_savepoint.as_ref())
+            .filter(|sp| parse_ms(&p.triggered_at).is_some_and(|t| sp.trigger_time_ms + 1_000 >= t))
+            .and_then(|sp| sp.external_path.clone())
+            .map_or(poll, |path| Poll::Completed { path }),
+        _ => poll,
+    };
+    let previous = old.lifecycle_state;
     let observed = Observed {
+        now_ms: now,
         deleting,
         invalid,
         missing: missing.clone(),
         jobmanager_ready,
-        job: job_state,
-        stable: report
-            .as_ref()
-            .is_some_and(crate::report::JobReport::stable),
-        suspended: job.spec.job.state == weir_api::JobTargetState::Suspended,
+        job: report.as_ref().map(|r| r.overview.state),
+        stable,
         previous,
+        want: want_of(&job.spec),
+        deployed,
+        pending,
+        poll,
+        latest_checkpoint_ms: old
+            .last_completed_checkpoint
+            .as_ref()
+            .and_then(|c| parse_ms(&c.time)),
+        last_savepoint_ms: old
+            .savepoint_history
+            .iter()
+            .filter_map(|s| parse_ms(&s.time))
+            .max(),
+        handled_savepoint_nonce: old.last_savepoint_trigger_nonce,
+        handled_checkpoint_nonce: old.last_checkpoint_trigger_nonce,
     };
 
     // Decide.
     let decision = decide(&observed);
 
     // Apply.
-    match decision.action {
-        Do::Apply => {
-            if let Some(d) = &desired {
-                apply_all(&ctx.client, &names, d).await?;
+    let mut status = old.clone();
+    match &decision.step {
+        Step::Hold => {}
+        Step::Keep => {
+            if let Some(r) = recorded {
+                apply_recorded(&ctx, &names, &job, r).await?;
             }
         }
-        Do::Hold => {}
-        Do::Release => {
+        Step::Deploy(plan) => {
+            let r = reconciliation(&job, recorded, plan, now)?;
+            apply_recorded(&ctx, &names, &job, &r).await?;
+            status.deployed_spec_hash = Some(r.spec_hash.clone());
+            status.reconciliation = Some(r);
+            // A new run counts its own restarts and checkpoints.
+            status.restart_count = 0;
+        }
+        Step::Savepoint(t) => {
+            if !deleting && let Some(r) = recorded {
+                apply_recorded(&ctx, &names, &job, r).await?;
+            }
+            let (request_id, failure) = match trigger_savepoint(&names, &ctx, t.stop).await {
+                Ok(id) => (id, t.last_failure.clone()),
+                Err(why) => (String::new(), Some(why)),
+            };
+            status.pending_savepoint = Some(PendingSavepoint {
+                trigger_type: t.purpose,
+                stop: t.stop,
+                request_id,
+                triggered_at: crate::report::rfc3339(now),
+                attempt: t.attempt,
+                trigger_nonce: t.nonce,
+                last_failure: failure,
+            });
+        }
+        Step::Checkpoint => {
+            if let Some(r) = recorded {
+                apply_recorded(&ctx, &names, &job, r).await?;
+            }
+            if let Err(why) = post_json(&names, "/v1/job/checkpoints", "{}", &ctx).await {
+                publish(
+                    &ctx,
+                    &job,
+                    true,
+                    "CheckpointFailed",
+                    format!("spec.job.checkpointTriggerNonce: {why}"),
+                )
+                .await;
+            }
+        }
+        Step::Release { dispose } => {
+            for n in &decision.notices {
+                publish(&ctx, &job, n.warning, n.reason, n.message.clone()).await;
+            }
+            if *dispose && let Some(c) = &job.spec.checkpointing {
+                let mut locations = vec![c.storage.clone()];
+                locations.extend(old.savepoint_history.iter().map(|s| s.path.clone()));
+                crate::storage::discard(&ctx.client, &names.namespace, c, locations)
+                    .await
+                    .map_err(|e| Error::Storage {
+                        action: format!("deleting checkpoint storage {}", c.storage),
+                        source: Box::new(e),
+                    })?;
+            }
             let finalizers: Vec<String> = job
                 .finalizers()
                 .iter()
@@ -260,42 +556,149 @@ async fn reconcile_inner(job: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Actio
         &format!("{}/{}", names.namespace, names.job),
         Some(decision.lifecycle),
     );
-    let status = status(&job, &decision, report.as_ref(), desired.is_some());
+    update_status(&mut status, &job, &decision, report.as_ref(), now);
+    let disposed = retention(&ctx, &names, &job, &mut status, now).await;
     if job.status.as_ref() != Some(&status) {
+        // Fields that became empty are left out when serialised, and a merge patch keeps what
+        // it leaves out: the patch nulls them explicitly (a pending savepoint must go away).
+        let patch = merge_patch(
+            &serde_json::to_value(job.status.as_ref()).unwrap_or_default(),
+            &serde_json::to_value(&status).unwrap_or_default(),
+        );
         jobs.patch_status(
             &names.job,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
+            &Patch::Merge(json!({ "status": patch })),
         )
         .await
         .map_err(api_error("updating the status"))?;
     }
+    for n in &decision.notices {
+        publish(&ctx, &job, n.warning, n.reason, n.message.clone()).await;
+    }
+    for d in disposed {
+        publish(&ctx, &job, false, "SavepointDisposed", d).await;
+    }
     if previous != Some(decision.lifecycle) || (decision.degraded.status && previous.is_none()) {
         let warning = decision.degraded.status;
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: if warning {
-                decision.degraded.reason.to_string()
-            } else {
-                format!("{:?}", decision.lifecycle)
-            },
-            note: Some(if warning {
-                decision.degraded.message.clone()
-            } else {
-                decision.progressing.message.clone()
-            }),
-            action: format!("{:?}", decision.action),
-            secondary: None,
+        let (reason, note) = if warning {
+            (
+                decision.degraded.reason.to_string(),
+                decision.degraded.message.clone(),
+            )
+        } else {
+            (
+                format!("{:?}", decision.lifecycle),
+                decision.progressing.message.clone(),
+            )
         };
-        if let Err(e) = ctx.recorder.publish(&ev, &job.object_ref(&())).await {
-            tracing::warn!("publishing an event for {}: {e}", names.job);
+        publish_owned(&ctx, &job, warning, reason, note).await;
+    }
+    // While something is under way the job is looked at more often.
+    let busy = status.pending_savepoint.is_some()
+        || matches!(
+            decision.lifecycle,
+            LifecycleState::Deploying | LifecycleState::Upgrading | LifecycleState::RollingBack
+        );
+    Ok(Action::requeue(if busy { BUSY_RESYNC } else { RESYNC }))
+}
+
+async fn publish(ctx: &Context, job: &StreamJob, warning: bool, reason: &str, note: String) {
+    publish_owned(ctx, job, warning, reason.to_string(), note).await;
+}
+
+async fn publish_owned(
+    ctx: &Context,
+    job: &StreamJob,
+    warning: bool,
+    reason: String,
+    note: String,
+) {
+    let ev = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason,
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &job.object_ref(&())).await {
+        tracing::warn!("publishing an event for {}: {e}", job.name_any());
+    }
+}
+
+/// Disposes of savepoints beyond `spec.savepoints.maxCount` or older than `maxAge`, oldest
+/// first — never the one the deployment restores, nor the one a rollback would. Returns what
+/// was disposed of, for events; a savepoint whose deletion failed stays in the history and is
+/// tried again next time.
+async fn retention(
+    ctx: &Context,
+    names: &Names,
+    job: &StreamJob,
+    status: &mut StreamJobStatus,
+    now: i64,
+) -> Vec<String> {
+    let keep = &job.spec.savepoints;
+    let protected: Vec<String> = status
+        .reconciliation
+        .iter()
+        .flat_map(|r| [r.restore.path.clone(), r.rollback_savepoint.clone()])
+        .flatten()
+        .chain(status.last_savepoint.as_ref().map(|s| s.path.clone()))
+        .chain(status.restored_from.clone())
+        .collect();
+    let max_age = keep.max_age.map(ms);
+    let count = status.savepoint_history.len();
+    let excess = count.saturating_sub(keep.max_count as usize);
+    let dispose: Vec<String> = status
+        .savepoint_history
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            let old = max_age.is_some_and(|m| parse_ms(&s.time).is_some_and(|t| now - t > m));
+            (*i < excess || old) && !protected.contains(&s.path)
+        })
+        .map(|(_, s)| s.path.clone())
+        .collect();
+    if dispose.is_empty() {
+        return Vec::new();
+    }
+    let mut done = Vec::new();
+    for path in dispose {
+        let deleted = match (&job.spec.checkpointing, keep.delete_disposed) {
+            (Some(c), true) => {
+                match crate::storage::discard(&ctx.client, &names.namespace, c, vec![path.clone()])
+                    .await
+                {
+                    Ok(()) => Ok(format!(
+                        "savepoint {path} disposed of and deleted from storage"
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Ok(format!("savepoint {path} disposed of (its files are kept)")),
+        };
+        match deleted {
+            Ok(m) => {
+                status.savepoint_history.retain(|s| s.path != path);
+                done.push(m);
+            }
+            Err(e) => {
+                publish(
+                    ctx,
+                    job,
+                    true,
+                    "SavepointDisposalFailed",
+                    format!("deleting savepoint {path}: {e}; tried again later"),
+                )
+                .await;
+            }
         }
     }
-    Ok(Action::requeue(RESYNC))
+    done
 }
 
 /// Replaces the StreamJob's finalizers, on the version that was read: a merge patch replaces
@@ -396,9 +799,16 @@ async fn apply_all(client: &Client, names: &Names, d: &Desired) -> Result<(), Er
     Ok(())
 }
 
-/// `GET path` on the leading JobManager's REST API (through its Service), decoded; `None`
-/// when it does not answer in time.
-async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, ctx: &Context) -> Option<T> {
+/// One HTTP request to the leading JobManager's REST API (through its Service): status code
+/// and body, or `None` when it does not answer in time.
+async fn request(
+    names: &Names,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    ctx: &Context,
+    timeout: Duration,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = format!("{}.{}.svc", names.jobmanager(), names.namespace);
     let connect_to = ctx
@@ -410,20 +820,29 @@ async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, ctx: &Context)
         let mut s = tokio::net::TcpStream::connect((connect_to.as_str(), REST_PORT))
             .await
             .ok()?;
+        let body = body.unwrap_or("");
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
         s.write_all(req.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.ok()?;
         let text = String::from_utf8_lossy(&raw);
-        let (_, body) = text.split_once("\r\n\r\n")?;
-        serde_json::from_str(body).ok()
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
     };
-    tokio::time::timeout(ctx.rest_timeout, fetch)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
+}
+
+/// `GET path`, decoded; `None` when it does not answer in time or not with 200.
+async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, ctx: &Context) -> Option<T> {
+    match request(names, "GET", path, None, ctx, ctx.rest_timeout).await? {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
 }
 
 /// The job and its checkpoints, from the JobManager.
@@ -459,30 +878,55 @@ fn condition(
     }
 }
 
-fn status(
+fn update_status(
+    s: &mut StreamJobStatus,
     job: &StreamJob,
     d: &Decision,
     report: Option<&crate::report::JobReport>,
-    applied: bool,
-) -> StreamJobStatus {
+    now: i64,
+) {
     let old = job.status.as_ref();
     let generation = job.metadata.generation;
-    let mut s = old.cloned().unwrap_or_default();
     s.observed_generation = generation;
     s.lifecycle_state = Some(d.lifecycle);
     s.error = d.error.clone();
-    if applied && d.action == Do::Apply {
-        s.deployed_spec_hash = Some(resources::spec_hash(job));
+    if let Some((trigger_type, path)) = &d.completed {
+        let nonce = s.pending_savepoint.as_ref().and_then(|p| p.trigger_nonce);
+        let record = SavepointRecord {
+            path: path.clone(),
+            time: crate::report::rfc3339(now),
+            trigger_type: *trigger_type,
+            trigger_nonce: nonce,
+        };
+        match s.savepoint_history.iter_mut().find(|r| &r.path == path) {
+            Some(r) => *r = record.clone(),
+            None => s.savepoint_history.push(record.clone()),
+        }
+        s.last_savepoint = Some(record);
+    }
+    if d.clear_pending {
+        s.pending_savepoint = None;
+    }
+    if let Some(n) = d.handled_savepoint_nonce {
+        s.last_savepoint_trigger_nonce = Some(n);
+    }
+    if let Some(n) = d.handled_checkpoint_nonce {
+        s.last_checkpoint_trigger_nonce = Some(n);
+    }
+    if let (Some(key), Some(r)) = (&d.give_up, s.reconciliation.as_mut()) {
+        r.gave_up_on = Some(key.clone());
     }
     if let Some(r) = report {
-        crate::report::apply(
-            &mut s,
-            r,
-            k8s_openapi::jiff::Timestamp::now().as_millisecond(),
-        );
+        crate::report::apply(s, r, now);
     }
-    if d.lifecycle == LifecycleState::Stable {
-        s.last_stable_spec_hash = s.deployed_spec_hash.clone();
+    if d.lifecycle == LifecycleState::Stable
+        && let Some(r) = s.reconciliation.as_mut()
+    {
+        // This run proved itself: it is what a later rollback returns to.
+        r.stable_spec = Some(r.spec.clone());
+        r.upgraded_from = None;
+        r.rollback_savepoint = None;
+        s.last_stable_spec_hash = Some(r.spec_hash.clone());
     }
     s.conditions = vec![
         condition("Ready", &d.ready, generation, old),
@@ -492,5 +936,96 @@ fn status(
     if d.lifecycle == LifecycleState::Deleting {
         s.job_status = None;
     }
-    s
+}
+
+/// Asks the JobManager for a savepoint (`stop`: then stop the job); its request id, or why not.
+async fn trigger_savepoint(names: &Names, ctx: &Context, stop: bool) -> Result<String, String> {
+    let path = if stop {
+        "/v1/job/stop"
+    } else {
+        "/v1/job/savepoints"
+    };
+    let body = post_json(names, path, "{}", ctx).await?;
+    serde_json::from_str::<TriggerSavepointResponse>(&body)
+        .map(|r| r.request_id)
+        .map_err(|e| format!("POST {path}: unexpected answer {body:?}: {e}"))
+}
+
+/// What the JobManager says about savepoint request `id`.
+async fn poll_savepoint(names: &Names, ctx: &Context, id: &str) -> Poll {
+    let path = format!("/v1/job/savepoints/{id}");
+    match request(names, "GET", &path, None, ctx, ctx.rest_timeout).await {
+        None => Poll::Unreachable,
+        Some((200, body)) => match serde_json::from_str::<SavepointInfo>(&body) {
+            Ok(i) => match (i.status, i.location) {
+                (OperationStatus::Completed, Some(path)) => Poll::Completed { path },
+                (OperationStatus::InProgress, _) => Poll::InProgress,
+                (_, _) => Poll::Failed(i.failure.unwrap_or_else(|| "failed".into())),
+            },
+            Err(e) => Poll::Failed(format!("GET {path}: unexpected answer: {e}")),
+        },
+        // A JobManager that does not know the request (it was replaced) will never finish it.
+        Some((404, _)) => Poll::Failed(format!(
+            "the JobManager does not know savepoint request {id} (it was restarted)"
+        )),
+        Some((code, body)) => Poll::Failed(format!("GET {path}: HTTP {code}: {body}")),
+    }
+}
+
+/// `POST path` with a JSON body; the answer's body on 2xx, else why not.
+async fn post_json(names: &Names, path: &str, body: &str, ctx: &Context) -> Result<String, String> {
+    // A POST starts an operation: it gets longer than a read to be answered, since a request
+    // that was carried out but not answered is only found again through the job's history.
+    let timeout = ctx.rest_timeout.max(Duration::from_secs(10));
+    match request(names, "POST", path, Some(body), ctx, timeout).await {
+        None => Err(format!("POST {path}: the JobManager did not answer")),
+        Some((code, body)) if (200..300).contains(&code) => Ok(body),
+        Some((code, body)) => Err(format!("POST {path}: HTTP {code}: {}", body.trim())),
+    }
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: objects key by key, with
+/// `null` for every key `new` lacks; anything else replaced whole.
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) => {
+                        patch.insert(k.clone(), merge_patch(ov, v));
+                    }
+                    None => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    patch.insert(k.clone(), Value::Null);
+                }
+            }
+            Value::Object(patch)
+        }
+        (_, n) => n.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_nulls_what_is_gone_at_every_level() {
+        let old = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2], "f": "x"});
+        let new = json!({"a": 1, "b": {"c": 4}, "e": [2]});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"b": {"c": 4, "d": null}, "e": [2], "f": null})
+        );
+        assert_eq!(merge_patch(&json!(null), &new), new);
+    }
 }

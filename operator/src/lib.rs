@@ -7,3 +7,4 @@ pub mod decide;
 pub mod metrics;
 pub mod report;
 pub mod resources;
+pub mod storage;

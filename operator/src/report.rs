@@ -4,9 +4,6 @@
 use weir_api::rest::{CheckpointHistory, JobOverview};
 use weir_api::{CheckpointInfo, JobStatus, SavepointRecord, SavepointTriggerType, StreamJobStatus};
 
-/// Completed checkpoints without a restart after which a running job is `Stable`.
-pub const STABLE_CHECKPOINTS: u64 = 3;
-
 /// The JobManager's answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobReport {
@@ -17,15 +14,17 @@ pub struct JobReport {
 }
 
 impl JobReport {
-    /// Whether the run has proven itself: running, with [`STABLE_CHECKPOINTS`] completed
-    /// checkpoints and no restart.
-    pub fn stable(&self) -> bool {
+    /// Whether the run has proven itself: running since `since_ms` (the deployment; an older
+    /// run is one that deployment replaces), with `checkpoints` completed checkpoints and no
+    /// restart (`spec.upgrade.rollback.stableCheckpoints`).
+    pub fn stable(&self, checkpoints: u64, since_ms: i64) -> bool {
         self.overview.state == weir_api::JobState::Running
             && self.overview.num_restarts == 0
+            && self.overview.start_time_ms >= since_ms
             && self
                 .checkpoints
                 .as_ref()
-                .is_some_and(|c| c.counts.completed >= STABLE_CHECKPOINTS)
+                .is_some_and(|c| c.counts.completed >= checkpoints)
     }
 }
 
@@ -61,8 +60,10 @@ pub fn apply(status: &mut StreamJobStatus, r: &JobReport, now_ms: i64) {
         status.restored_from = Some(restored.path.clone());
     }
     // A savepoint taken through the JobManager's API (`weir savepoint`); the operator's own
-    // (upgrades, nonces, schedules) are recorded where it takes them.
-    if let Some(sp) = &c.latest_savepoint
+    // (upgrades, nonces, schedules) are recorded where it takes them, so none is recorded here
+    // while one of those is pending.
+    if status.pending_savepoint.is_none()
+        && let Some(sp) = &c.latest_savepoint
         && let Some(path) = &sp.external_path
         && status.last_savepoint.as_ref().map(|s| &s.path) != Some(path)
         && !status.savepoint_history.iter().any(|s| &s.path == path)
@@ -149,12 +150,14 @@ mod tests {
     #[test]
     fn stable_after_three_checkpoints_without_restart() {
         let r = report();
-        assert!(r.stable());
+        assert!(r.stable(3, 0));
         let mut restarted = report();
         restarted.overview.num_restarts = 1;
-        assert!(!restarted.stable());
+        assert!(!restarted.stable(3, 0));
         let mut young = report();
         young.checkpoints.as_mut().unwrap().counts.completed = 2;
-        assert!(!young.stable());
+        assert!(!young.stable(3, 0));
+        // A run from before the deployment is not the deployed one.
+        assert!(!r.stable(3, 1_800_000_000_000));
     }
 }

@@ -233,8 +233,21 @@ fn resources(r: &weir_api::ResourceSpec) -> Value {
     })
 }
 
-/// Builds every object of `job`.
+/// What a deployment adds to its spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// `--checkpoints-after` for the JobManager (RFC 3339): snapshots in storage completed
+    /// before it are not restored (a stateless start, a rollback to an older savepoint).
+    pub checkpoints_after: Option<String>,
+}
+
+/// Builds every object of `job` (its spec as deployed).
 pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
+    desired_with(job, &Extra::default())
+}
+
+/// Builds every object of `job`, with `extra`.
+pub fn desired_with(job: &StreamJob, extra: &Extra) -> Result<Desired, BuildError> {
     let names = Names::of(job)?;
     let owner = serde_json::to_value(owner(job, &names)).map_err(BuildError::Manifest)?;
     let ns = names.namespace.clone();
@@ -246,7 +259,10 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
             "ownerReferences": [owner.clone()],
         })
     };
-    let hash = spec_hash(job);
+    let hash = match &extra.checkpoints_after {
+        Some(t) => format!("{}-{}", spec_hash(job), t.replace(':', "")),
+        None => spec_hash(job),
+    };
     // A suspended job keeps every object but runs no pod; resuming starts the JobManager again,
     // which restores the latest checkpoint.
     let suspended = job.spec.job.state == weir_api::JobTargetState::Suspended;
@@ -359,12 +375,19 @@ pub fn desired(job: &StreamJob) -> Result<Desired, BuildError> {
         json!("--rpc-address"),
         json!(format!("0.0.0.0:{RPC_PORT}")),
         json!("--quiet"),
+        // A deleted pod leaves its job to the next JobManager instead of cancelling it, and a
+        // job stopped with a savepoint is not started again by a container restart.
+        json!("--supervised"),
     ];
     // Whenever a JobManager starts — a deleted pod, a node lost, a job that failed beyond its
     // restart strategy and exited — it restores the newest checkpoint in checkpoint storage,
     // read from the storage itself, so nothing depends on the previous pod.
     if job.spec.checkpointing.is_some() {
         jm_args.push(json!("--from-latest-checkpoint"));
+        if let Some(t) = &extra.checkpoints_after {
+            jm_args.push(json!("--checkpoints-after"));
+            jm_args.push(json!(t));
+        }
     }
     let mut jm_pod = json!({
         "metadata": {

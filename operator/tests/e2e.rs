@@ -9,47 +9,17 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod common;
+
+use common::{running, start_controller, status_until, weir_binary};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_api::{JobState, StreamJob, StreamJobStatus};
+use weir_api::{StreamJob, StreamJobStatus};
 use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
-use weir_operator::controller;
-
-fn weir_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("weir");
-    assert!(bin.exists(), "{} not built", bin.display());
-    bin
-}
-
-async fn status_until(
-    jobs: &Api<StreamJob>,
-    what: &str,
-    timeout: Duration,
-    f: impl Fn(&StreamJobStatus) -> bool,
-) -> StreamJobStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = jobs.get("orders").await.unwrap().status.unwrap_or_default();
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn running(s: &StreamJobStatus) -> bool {
-    s.job_status.as_ref().and_then(|j| j.state) == Some(JobState::Running)
-}
 
 struct Setup {
     ns: TestNamespace,
@@ -57,14 +27,6 @@ struct Setup {
     kubelet: Kubelet,
     jobs: Api<StreamJob>,
     controller: tokio::task::JoinHandle<()>,
-}
-
-fn start_controller(ns: &TestNamespace, kubelet: &Kubelet) -> tokio::task::JoinHandle<()> {
-    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
-    let mut ctx = controller::Context::new(ns.client(), Some("e2e".into()), metrics);
-    ctx.resolve = Some(Arc::new(kubelet.resolver()));
-    let (ctx, name) = (Arc::new(ctx), ns.name().to_string());
-    tokio::spawn(async move { controller::run(ctx, Some(&name)).await })
 }
 
 /// A namespace with the CRD, the kubelet stand-in and the controller, and the StreamJob
@@ -283,10 +245,10 @@ async fn a_restarted_operator_does_not_repeat_actions() {
     );
 }
 
-/// `spec.job.state: suspended` removes the pods and keeps everything else; `running` brings
-/// them back, and the job resumes from its latest checkpoint.
+/// `spec.job.state: suspended` stops the job with a savepoint, removes the pods and keeps
+/// everything else; `running` brings them back, and the job resumes from that savepoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_suspended_job_runs_no_pods_and_resumes_from_its_latest_checkpoint() {
+async fn a_suspended_job_runs_no_pods_and_resumes_from_its_savepoint() {
     let s = setup(
         "op-e2e-suspend",
         serde_json::json!({"type": "fixedDelay", "attempts": 100, "delay": "200ms"}),
@@ -304,10 +266,15 @@ async fn a_suspended_job_runs_no_pods_and_resumes_from_its_latest_checkpoint() {
         )
         .await
         .unwrap();
-    status_until(&s.jobs, "Suspended", Duration::from_secs(60), |st| {
+    let suspended = status_until(&s.jobs, "Suspended", Duration::from_secs(60), |st| {
         st.lifecycle_state == Some(weir_api::LifecycleState::Suspended)
     })
     .await;
+    let savepoint = suspended.last_savepoint.clone().unwrap();
+    assert_eq!(
+        savepoint.trigger_type,
+        weir_api::SavepointTriggerType::Suspend
+    );
     let pods: Api<Pod> = s.ns.api();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pods
@@ -336,10 +303,7 @@ async fn a_suspended_job_runs_no_pods_and_resumes_from_its_latest_checkpoint() {
     let resumed = status_until(&s.jobs, "the resumed job", Duration::from_secs(120), |st| {
         running(st)
             && st.job_status.as_ref().and_then(|j| j.job_id.clone()) != job_id
-            && st
-                .restored_from
-                .as_deref()
-                .is_some_and(|p| p.contains("chk-"))
+            && st.restored_from.as_deref() == Some(savepoint.path.as_str())
     })
     .await;
     assert_ne!(

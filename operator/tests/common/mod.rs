@@ -1,0 +1,56 @@
+//! What the operator's end-to-end tests share: the `weir` binary the kubelet stand-in runs, the
+//! controller started in-process, and waiting for a status.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test crate uses a part; tests fail loudly
+
+use kube::api::Api;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_api::{JobState, StreamJob, StreamJobStatus};
+use weir_kube_test::TestNamespace;
+use weir_kube_test::kubelet::Kubelet;
+use weir_operator::controller;
+
+/// The `weir` binary next to the test binary.
+pub fn weir_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("weir");
+    assert!(bin.exists(), "{} not built", bin.display());
+    bin
+}
+
+/// The StreamJob `orders`' status once `f` holds; fails after `timeout`.
+pub async fn status_until(
+    jobs: &Api<StreamJob>,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&StreamJobStatus) -> bool,
+) -> StreamJobStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = jobs.get("orders").await.unwrap().status.unwrap_or_default();
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The job runs.
+pub fn running(s: &StreamJobStatus) -> bool {
+    s.job_status.as_ref().and_then(|j| j.state) == Some(JobState::Running)
+}
+
+/// The controller for `ns`, reaching the JobManagers through the stand-in's Service proxies.
+pub fn start_controller(ns: &TestNamespace, kubelet: &Kubelet) -> tokio::task::JoinHandle<()> {
+    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
+    let mut ctx = controller::Context::new(ns.client(), Some("e2e".into()), metrics);
+    ctx.resolve = Some(Arc::new(kubelet.resolver()));
+    let (ctx, name) = (Arc::new(ctx), ns.name().to_string());
+    tokio::spawn(async move { controller::run(ctx, Some(&name)).await })
+}

@@ -1,0 +1,428 @@
+//! A StreamJob's whole life under the operator, end to end, against the real kube-apiserver and
+//! kube-controller-manager and the real S3 server `.ci/run` starts, with pods run by the
+//! kubelet stand-in of `weir-kube-test` (test-only: the control plane has no nodes):
+//!
+//! applied → Running and Stable → a TaskManager pod killed and the job recovered from its S3
+//! checkpoint → image and args changed: stopped with a savepoint, upgraded, restored from it →
+//! a bad upgrade (its program cannot start) rolled back to the last stable spec from the
+//! savepoint taken before it → suspended with a savepoint, no pods → resumed from it → old
+//! savepoints disposed of (deleted from S3 by the operator) → deleted with a final savepoint →
+//! created again on the same checkpoint storage, resuming from that savepoint → run to the end.
+//!
+//! The job is the bounded `orders` program with an exactly-once file sink: its committed output
+//! after all of that equals the output computed straight from the generator — nothing lost,
+//! nothing duplicated across every upgrade, rollback, suspension and deletion.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::{running, start_controller, status_until, weir_binary};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::CustomResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use weir_api::{LifecycleState, SavepointTriggerType, StreamJob, StreamJobStatus};
+use weir_core::checkpoint::storage::CheckpointStorage;
+use weir_kube_test::TestNamespace;
+use weir_kube_test::kubelet::Kubelet;
+use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
+use weir_s3::{S3Settings, S3Storage};
+
+const COUNT: u64 = 60_000;
+const USERS: u64 = 50;
+const SEED: u64 = 7;
+
+fn s3_endpoint() -> String {
+    std::env::var("WEIR_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:28333".into())
+}
+
+fn s3_settings() -> S3Settings {
+    S3Settings {
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    }
+}
+
+/// Runs `f` off the async runtime (the S3 client blocks on a runtime of its own).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Whether a snapshot's `_metadata` is in the bucket.
+async fn exists(bucket: &str, location: &str) -> bool {
+    let (bucket, location) = (bucket.to_string(), location.to_string());
+    blocking(move || {
+        let s = S3Storage::open(&format!("s3://{bucket}"), s3_settings()).unwrap();
+        s.read_file(&location, "_metadata").is_ok()
+    })
+    .await
+}
+
+fn spec(dir: &Path, bucket: &str, rate: &str, image: &str) -> serde_json::Value {
+    serde_json::json!({
+        "image": image,
+        "job": {"program": "orders", "parallelism": 2,
+                "args": {"rate": rate, "users": USERS.to_string(), "count": COUNT.to_string(),
+                         "seed": SEED.to_string(),
+                         "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
+        "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
+        "taskManager": {"replicas": 2, "slots": 1},
+        "checkpointing": {
+            "interval": "500ms",
+            "storage": format!("s3://{bucket}/orders"),
+            "s3": {"endpoint": s3_endpoint(), "region": "us-east-1", "pathStyle": true,
+                   "credentialsSecret": {"name": "orders-s3"}},
+        },
+        "restartStrategy": {"type": "fixedDelay", "attempts": 1000, "delay": "300ms"},
+        "upgrade": {"savepointTimeout": "60s",
+                    "rollback": {"readinessTimeout": "45s", "stableCheckpoints": 2}},
+        "savepoints": {"maxCount": 2},
+    })
+}
+
+fn manifest(spec: serde_json::Value) -> StreamJob {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+        "metadata": {"name": "orders"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
+    jobs.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+fn lifecycle(s: &StreamJobStatus) -> Option<LifecycleState> {
+    s.lifecycle_state
+}
+
+fn job_id(s: &StreamJobStatus) -> Option<String> {
+    s.job_status.as_ref().and_then(|j| j.job_id.clone())
+}
+
+async fn pods_of(pods: &Api<Pod>) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels("app.kubernetes.io/instance=orders"))
+        .await
+        .unwrap()
+        .items
+}
+
+fn expected() -> Vec<UserSummary> {
+    expected_summaries(&OrdersConfig {
+        count: Some(COUNT),
+        users: USERS,
+        seed: SEED,
+        ..OrdersConfig::default()
+    })
+}
+
+fn committed(dir: &Path) -> Vec<UserSummary> {
+    let mut out: Vec<UserSummary> = weir_connectors::read_committed(dir)
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+struct Cleanup {
+    dir: PathBuf,
+    bucket: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // The pods' logs stay for a failed test.
+        if std::thread::panicking() {
+            eprintln!("pod logs in {}", self.dir.join("pods").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        let bucket = self.bucket.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(s) = S3Storage::open(&format!("s3://{bucket}"), s3_settings()) {
+                let _ = s.discard(&format!("s3://{bucket}/orders"));
+                let _ = s.delete_bucket(&bucket);
+            }
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_without_losing_a_record()
+{
+    let (access_key, secret_key) = match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(a), Ok(s)) => (a, s),
+        _ => panic!(
+            "S3 credentials missing: start the server with `bash .ci/s3.sh start` and export \
+             its settings with `eval \"$(bash .ci/s3.sh env)\"`"
+        ),
+    };
+    let ns = TestNamespace::create("op-lifecycle").await;
+    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
+    let dir = std::env::temp_dir().join(format!("weir-op-lifecycle-{}", ns.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bucket = format!("weir-lifecycle-{}", std::process::id());
+    {
+        let bucket = bucket.clone();
+        blocking(move || {
+            let admin = S3Storage::open(&format!("s3://{bucket}"), s3_settings()).unwrap();
+            if let Err(e) = admin.create_bucket(&bucket) {
+                panic!("{e}\nstart the S3 server with `bash .ci/s3.sh start`");
+            }
+        })
+        .await;
+    }
+    let _cleanup = Cleanup {
+        dir: dir.clone(),
+        bucket: bucket.clone(),
+    };
+    // The pods and the operator read the S3 credentials from this Secret.
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-s3"},
+                "stringData": {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
+    let controller = start_controller(&ns, &kubelet);
+    let jobs: Api<StreamJob> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    let v1 = spec(&dir, &bucket, "150", "weir:v1");
+    jobs.create(&PostParams::default(), &manifest(v1.clone()))
+        .await
+        .unwrap();
+
+    // Running, then Stable: two checkpoints without a restart.
+    let stable = status_until(&jobs, "Stable", Duration::from_secs(120), |s| {
+        lifecycle(s) == Some(LifecycleState::Stable)
+    })
+    .await;
+    assert!(
+        stable
+            .last_completed_checkpoint
+            .as_ref()
+            .is_some_and(|c| c.path.starts_with(&format!("s3://{bucket}/orders/chk-"))),
+        "{stable:#?}"
+    );
+    let v1_hash = stable.last_stable_spec_hash.clone().unwrap();
+
+    // A TaskManager pod is killed: the job restarts from its latest S3 checkpoint.
+    let before = stable.last_completed_checkpoint.as_ref().unwrap().id;
+    pods.delete("orders-taskmanager-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    status_until(&jobs, "recovery", Duration::from_secs(120), |s| {
+        running(s)
+            && s.restart_count >= 1
+            && s.last_completed_checkpoint
+                .as_ref()
+                .is_some_and(|c| c.id > before)
+    })
+    .await;
+
+    // Upgrade: image and args change. The job stops with a savepoint and the new spec
+    // restores it.
+    let old_job = job_id(&jobs.get("orders").await.unwrap().status.unwrap());
+    patch(
+        &jobs,
+        serde_json::json!({"image": "weir:v2", "job": {"args": {"rate": "200"}}}),
+    )
+    .await;
+    let upgraded = status_until(&jobs, "the upgrade", Duration::from_secs(180), |s| {
+        running(s)
+            && job_id(s) != old_job
+            && s.last_savepoint
+                .as_ref()
+                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Upgrade)
+            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
+    })
+    .await;
+    let upgrade_savepoint = upgraded.last_savepoint.clone().unwrap().path;
+    assert!(
+        upgrade_savepoint.starts_with(&format!("s3://{bucket}/orders/savepoints/savepoint-")),
+        "{upgrade_savepoint}"
+    );
+    let v2 = status_until(&jobs, "the upgrade Stable", Duration::from_secs(120), |s| {
+        lifecycle(s) == Some(LifecycleState::Stable)
+    })
+    .await;
+    let v2_hash = v2.last_stable_spec_hash.clone().unwrap();
+    assert_ne!(v2_hash, v1_hash);
+
+    // A bad upgrade: its program cannot start. It is rolled back to the last stable spec, from
+    // the savepoint taken before it.
+    let v2_job = job_id(&v2);
+    patch(
+        &jobs,
+        serde_json::json!({"job": {"args": {"rate": "fast"}}}),
+    )
+    .await;
+    let rolled_back = status_until(&jobs, "the rollback", Duration::from_secs(240), |s| {
+        lifecycle(s) == Some(LifecycleState::RolledBack) && running(s) && job_id(s) != v2_job
+    })
+    .await;
+    let bad_upgrade_savepoint = rolled_back
+        .savepoint_history
+        .iter()
+        .rev()
+        .find(|s| s.trigger_type == SavepointTriggerType::Upgrade)
+        .unwrap()
+        .path
+        .clone();
+    assert_ne!(bad_upgrade_savepoint, upgrade_savepoint);
+    assert_eq!(
+        rolled_back.restored_from.as_deref(),
+        Some(bad_upgrade_savepoint.as_str()),
+        "{rolled_back:#?}"
+    );
+    assert_eq!(
+        rolled_back.deployed_spec_hash.as_deref(),
+        Some(v2_hash.as_str())
+    );
+    let degraded = rolled_back
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "RolledBack")
+    );
+    // The spec is put back: nothing to deploy, the rolled-back run is stable again.
+    patch(&jobs, serde_json::json!({"job": {"args": {"rate": "200"}}})).await;
+    status_until(
+        &jobs,
+        "Stable after the rollback",
+        Duration::from_secs(120),
+        |s| lifecycle(s) == Some(LifecycleState::Stable),
+    )
+    .await;
+
+    // Suspended: stopped with a savepoint, no pods.
+    patch(&jobs, serde_json::json!({"job": {"state": "suspended"}})).await;
+    let suspended = status_until(&jobs, "Suspended", Duration::from_secs(120), |s| {
+        lifecycle(s) == Some(LifecycleState::Suspended)
+    })
+    .await;
+    let suspend_savepoint = suspended.last_savepoint.clone().unwrap();
+    assert_eq!(
+        suspend_savepoint.trigger_type,
+        SavepointTriggerType::Suspend
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods_of(&pods).await.is_empty() {
+        assert!(Instant::now() < deadline, "pods still run while suspended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Resumed from the suspension's savepoint.
+    patch(&jobs, serde_json::json!({"job": {"state": "running"}})).await;
+    let resumed = status_until(&jobs, "the resumed job", Duration::from_secs(120), |s| {
+        running(s) && s.restored_from.as_deref() == Some(suspend_savepoint.path.as_str())
+    })
+    .await;
+
+    // Retention (maxCount 2): the first upgrade's savepoint left the history and the bucket;
+    // the one the deployment restores stays.
+    assert!(
+        resumed.savepoint_history.len() <= 2,
+        "{:#?}",
+        resumed.savepoint_history
+    );
+    assert!(
+        !resumed
+            .savepoint_history
+            .iter()
+            .any(|s| s.path == upgrade_savepoint)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(&bucket, &upgrade_savepoint).await {
+        assert!(
+            Instant::now() < deadline,
+            "{upgrade_savepoint} still in the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(exists(&bucket, &suspend_savepoint.path).await);
+
+    // Deleted with a final savepoint (deletionPolicy savepoint, the default).
+    let before_delete = status_until(&jobs, "running again", Duration::from_secs(60), |s| {
+        running(s) && s.last_completed_checkpoint.is_some()
+    })
+    .await;
+    jobs.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while jobs.get_opt("orders").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the StreamJob was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods_of(&pods).await.is_empty() {
+        assert!(Instant::now() < deadline, "pods outlived their StreamJob");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(before_delete.lifecycle_state.is_some());
+
+    // Created again on the same checkpoint storage, as fast as it goes: it resumes from the
+    // final savepoint and runs to the end of its input.
+    jobs.create(
+        &PostParams::default(),
+        &manifest(spec(&dir, &bucket, "0", "weir:v2")),
+    )
+    .await
+    .unwrap();
+    let again = status_until(&jobs, "the re-created job", Duration::from_secs(120), |s| {
+        s.restored_from
+            .as_deref()
+            .is_some_and(|p| p.contains("/savepoints/savepoint-"))
+    })
+    .await;
+    let final_savepoint = again.restored_from.clone().unwrap();
+    assert_ne!(final_savepoint, suspend_savepoint.path);
+    status_until(
+        &jobs,
+        "the end of the input",
+        Duration::from_secs(240),
+        |s| s.job_status.as_ref().and_then(|j| j.state) == Some(weir_api::JobState::Finished),
+    )
+    .await;
+
+    // Nothing lost, nothing duplicated.
+    let out = committed(&dir.join("out"));
+    let want = expected();
+    assert_eq!(
+        out.len(),
+        want.len(),
+        "summaries: got {}, want {}",
+        out.len(),
+        want.len()
+    );
+    assert_eq!(out, want);
+    controller.abort();
+    drop(kubelet);
+}
