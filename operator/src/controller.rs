@@ -9,10 +9,10 @@ use crate::decide::{
 use crate::resources::{self, Desired, Extra, Names, REST_PORT};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
@@ -408,6 +408,15 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
     } else {
         None
     };
+    let pods = !Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/managed-by=weir-operator",
+            names.job
+        )))
+        .await
+        .map_err(api_error("listing the StreamJob's pods"))?
+        .items
+        .is_empty();
     let deployed = recorded.map(deployed_of);
     let stable = match (&report, &deployed) {
         (Some(r), Some(d)) => r.stable(
@@ -451,6 +460,7 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
         invalid,
         missing: missing.clone(),
         jobmanager_ready,
+        pods,
         job: report.as_ref().map(|r| r.overview.state),
         stable,
         previous,
@@ -473,6 +483,14 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
 
     // Decide.
     let decision = decide(&observed);
+    tracing::debug!(
+        "{}/{}: {:?} → {:?} ({:?})",
+        names.namespace,
+        names.job,
+        observed.previous,
+        decision.step,
+        decision.lifecycle
+    );
 
     // Apply.
     let mut status = old.clone();

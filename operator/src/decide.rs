@@ -115,6 +115,8 @@ pub struct Observed {
     pub missing: Vec<String>,
     /// JobManager pods that are ready (the leader serves its REST API).
     pub jobmanager_ready: bool,
+    /// Pods of the StreamJob exist, terminating ones included.
+    pub pods: bool,
     /// The job's state from the JobManager's REST API, when it answered.
     pub job: Option<JobState>,
     /// The deployed run has completed enough checkpoints without a restart to be stable.
@@ -343,6 +345,22 @@ fn secs(ms: i64) -> String {
 
 /// Decides one reconciliation of one StreamJob.
 pub fn decide(o: &Observed) -> Decision {
+    let mut d = decide_unstaged(o);
+    // A deployment that must not restore what storage holds from before it (a stateless start,
+    // a rollback to an older savepoint) starts only once the old pods are gone: until then
+    // they may still complete checkpoints. It is deployed stopped; resuming starts it.
+    if let (Step::Deploy(plan), Some(deployed)) = (&mut d.step, &o.deployed)
+        && plan.running
+        && plan.restore != Restore::Latest
+        && deployed.running
+        && (o.pods || o.jobmanager_ready)
+    {
+        plan.running = false;
+    }
+    d
+}
+
+fn decide_unstaged(o: &Observed) -> Decision {
     use LifecycleState as L;
     if o.deleting {
         return deleting(o);
@@ -373,7 +391,17 @@ pub fn decide(o: &Observed) -> Decision {
         if !w.running {
             return suspended(o);
         }
-        let upgrade = w.hash != d.hash;
+        if o.pods {
+            let m = "waiting for the previous pods to stop before starting the new ones";
+            return Decision::new(
+                Step::Keep,
+                L::Deploying,
+                Cond::no("Deploying", m),
+                Cond::yes("Deploying", m),
+                Cond::no("Deploying", m),
+            );
+        }
+        let upgrade = w.hash != d.hash && d.rolled_back.as_deref() != Some(w.hash.as_str());
         let restore = if w.mode == UpgradeMode::Stateless {
             Restore::Fresh
         } else {
@@ -396,9 +424,15 @@ pub fn decide(o: &Observed) -> Decision {
             } else {
                 d.upgraded_from.clone()
             },
-            rolled_back: None,
+            rolled_back: d.rolled_back.clone(),
         };
-        let m = "spec.job.state is running: resuming from the savepoint taken at suspension";
+        let spec = if upgrade {
+            Spec::Wanted
+        } else {
+            Spec::Deployed
+        };
+        let plan = Plan { spec, ..plan };
+        let m = "starting the pods, restoring what the deployment names";
         return Decision::new(
             Step::Deploy(plan),
             L::Deploying,
@@ -1031,10 +1065,31 @@ fn deleting(o: &Observed) -> Decision {
             false,
             "deleting; checkpoints are kept (deletionPolicy retain)".into(),
         ),
-        DeletionPolicy::Dispose => release(
-            true,
-            "deleting; checkpoints and savepoints are deleted (deletionPolicy dispose)".into(),
-        ),
+        // The pods go first: a running job would write checkpoints into what is being deleted.
+        DeletionPolicy::Dispose => match &o.deployed {
+            Some(d) if d.running => waiting(
+                Step::Deploy(Plan {
+                    spec: Spec::Deployed,
+                    running: false,
+                    restore: d.restore.clone(),
+                    upgraded_from: None,
+                    rollback_savepoint: None,
+                    rolled_back: None,
+                }),
+                "deleting: stopping the pods before deleting checkpoints (deletionPolicy \
+                 dispose)"
+                    .into(),
+            ),
+            // A terminating JobManager may still complete a checkpoint.
+            _ if o.jobmanager_ready || o.pods => waiting(
+                Step::Keep,
+                "deleting: waiting for the pods to stop before deleting checkpoints".into(),
+            ),
+            _ => release(
+                true,
+                "deleting; checkpoints and savepoints are deleted (deletionPolicy dispose)".into(),
+            ),
+        },
         DeletionPolicy::Savepoint => {
             if let Some(p) = o.pending.as_ref().filter(|p| p.purpose == T::Delete) {
                 let timed_out = o.now_ms - p.triggered_ms > w.savepoint_timeout_ms;
@@ -1153,6 +1208,7 @@ mod tests {
             invalid: Vec::new(),
             missing: Vec::new(),
             jobmanager_ready: true,
+            pods: false,
             job: Some(JobState::Running),
             stable: false,
             previous: Some(L::Running),
@@ -1356,7 +1412,10 @@ mod tests {
                         path: "s3://b/sp-1".into(),
                     },
                 ),
-                Step::Deploy(upgrade_plan(sp("s3://b/sp-1"), Some("s3://b/sp-1"))),
+                Step::Deploy(Plan {
+                    running: false,
+                    ..upgrade_plan(sp("s3://b/sp-1"), Some("s3://b/sp-1"))
+                }),
                 L::Deploying,
                 false,
                 "Upgrading",
@@ -1572,7 +1631,7 @@ mod tests {
                     }),
                     ..base()
                 },
-                Step::Deploy(plan(Spec::Wanted, true, sp("sp-2"))),
+                Step::Deploy(plan(Spec::Deployed, true, sp("sp-2"))),
                 L::Deploying,
                 false,
                 "Resuming",
@@ -1595,6 +1654,49 @@ mod tests {
                 "Resuming",
             ),
             (
+                "a new deployment waits for the previous pods to be gone",
+                Observed {
+                    job: None,
+                    jobmanager_ready: false,
+                    pods: true,
+                    deployed: Some(Deployed {
+                        running: false,
+                        restore: Restore::Fresh,
+                        ..deployed()
+                    }),
+                    ..base()
+                },
+                Step::Keep,
+                L::Deploying,
+                false,
+                "Deploying",
+            ),
+            (
+                "stateless upgrade, old pods gone: started without state",
+                Observed {
+                    job: None,
+                    jobmanager_ready: false,
+                    want: Want {
+                        mode: UpgradeMode::Stateless,
+                        ..want()
+                    },
+                    deployed: Some(Deployed {
+                        running: false,
+                        restore: Restore::Fresh,
+                        upgraded_from: Some("v0".into()),
+                        ..deployed()
+                    }),
+                    ..base()
+                },
+                Step::Deploy(Plan {
+                    upgraded_from: Some("v0".into()),
+                    ..plan(Spec::Deployed, true, Restore::Fresh)
+                }),
+                L::Deploying,
+                false,
+                "Resuming",
+            ),
+            (
                 "upgraded run not stable within the readiness timeout: roll back",
                 Observed {
                     job: Some(JobState::Restarting),
@@ -1610,7 +1712,7 @@ mod tests {
                 },
                 Step::Deploy(Plan {
                     rolled_back: Some("v2".into()),
-                    ..plan(Spec::Stable, true, sp("sp-1"))
+                    ..plan(Spec::Stable, false, sp("sp-1"))
                 }),
                 L::RollingBack,
                 false,
@@ -1632,7 +1734,7 @@ mod tests {
                 },
                 Step::Deploy(Plan {
                     rolled_back: Some("v2".into()),
-                    ..plan(Spec::Stable, true, sp("sp-1"))
+                    ..plan(Spec::Stable, false, sp("sp-1"))
                 }),
                 L::RollingBack,
                 false,
@@ -1833,13 +1935,34 @@ mod tests {
                 "Deleting",
             ),
             (
-                "delete with dispose",
+                "delete with dispose: the pods stop first",
                 Observed {
                     deleting: true,
                     want: Want {
                         deletion: DeletionPolicy::Dispose,
                         ..want()
                     },
+                    ..base()
+                },
+                Step::Deploy(plan(Spec::Deployed, false, Restore::Latest)),
+                L::Deleting,
+                false,
+                "Deleting",
+            ),
+            (
+                "delete with dispose, pods stopped: delete the storage",
+                Observed {
+                    deleting: true,
+                    job: None,
+                    jobmanager_ready: false,
+                    want: Want {
+                        deletion: DeletionPolicy::Dispose,
+                        ..want()
+                    },
+                    deployed: Some(Deployed {
+                        running: false,
+                        ..deployed()
+                    }),
                     ..base()
                 },
                 Step::Release { dispose: true },

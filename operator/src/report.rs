@@ -56,9 +56,8 @@ pub fn apply(status: &mut StreamJobStatus, r: &JobReport, now_ms: i64) {
             size_bytes: done.state_size_bytes,
         });
     }
-    if let Some(restored) = &c.latest_restored {
-        status.restored_from = Some(restored.path.clone());
-    }
+    // The current run's: a run that started without state clears the previous run's.
+    status.restored_from = c.latest_restored.as_ref().map(|r| r.path.clone());
     // A savepoint taken through the JobManager's API (`weir savepoint`); the operator's own
     // (upgrades, nonces, schedules) are recorded where it takes them, so none is recorded here
     // while one of those is pending.

@@ -96,6 +96,10 @@ pub struct OrdersConfig {
     pub window: Duration,
     /// Watermark delay behind the highest timestamp seen.
     pub out_of_orderness: Duration,
+    /// Parallelism of the source alone; `None`: the job's. A source's positions belong to its
+    /// subtasks, so a job that is to be rescaled from a snapshot keeps its source's fixed and
+    /// rescales the windows after it.
+    pub source_parallelism: Option<u32>,
 }
 
 impl Default for OrdersConfig {
@@ -108,6 +112,7 @@ impl Default for OrdersConfig {
             event_time: OrdersTime::Synthetic,
             window: Duration::from_secs(600),
             out_of_orderness: Duration::from_secs(5),
+            source_parallelism: None,
         }
     }
 }
@@ -123,6 +128,11 @@ const ARGS: &[(&str, &str)] = &[
     (
         "event-time",
         "synthetic (default: 100 ms of event time per order, reproducible) or wallclock",
+    ),
+    (
+        "source-parallelism",
+        "parallelism of the source alone (default: the job's); keep it fixed to rescale the job \
+         from a savepoint or checkpoint",
     ),
     ("sink", common::SINK_HELP),
 ];
@@ -147,6 +157,8 @@ impl OrdersConfig {
             users: common::positive_u64(args, "users", d.users)?,
             count: common::optional_u64(args, "count")?,
             event_time,
+            source_parallelism: common::optional_u64(args, "source-parallelism")?
+                .map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
             ..d
         })
     }
@@ -280,16 +292,22 @@ pub fn expected_summaries(config: &OrdersConfig) -> Vec<UserSummary> {
 /// Adds the source and the windowed aggregation to `env` and returns the summaries, for the
 /// caller to sink.
 pub fn build_dataflow(env: &StreamEnv, config: &OrdersConfig) -> DataStream<UserSummary> {
-    env.source(
-        "orders",
-        config.source(),
-        WatermarkStrategy::bounded_out_of_orderness(config.out_of_orderness),
-    )
-    .uid("orders-source")
-    .key_by(|o: &Order| o.user_id)
-    .window(WindowAssigner::tumbling(config.window))
-    .aggregate_with(CountAndTotal, Summarize)
-    .uid("orders-per-user-window")
+    let source = env
+        .source(
+            "orders",
+            config.source(),
+            WatermarkStrategy::bounded_out_of_orderness(config.out_of_orderness),
+        )
+        .uid("orders-source");
+    let source = match config.source_parallelism {
+        Some(p) => source.parallelism(p),
+        None => source,
+    };
+    source
+        .key_by(|o: &Order| o.user_id)
+        .window(WindowAssigner::tumbling(config.window))
+        .aggregate_with(CountAndTotal, Summarize)
+        .uid("orders-per-user-window")
 }
 
 fn build(env: &StreamEnv, args: &ProgramArgs) -> Result<(), ProgramError> {

@@ -1,0 +1,249 @@
+//! The operator's other upgrade paths and requests, end to end with pods run by the kubelet
+//! stand-in of `weir-kube-test` (test-only: the control plane has no nodes) against the real
+//! kube-apiserver and kube-controller-manager, checkpoints on the local filesystem:
+//!
+//! a manual savepoint (`savepointTriggerNonce`), a checkpoint on request
+//! (`checkpointTriggerNonce`), periodic savepoints, a parallelism change through a savepoint
+//! (keyed window state redistributed over more subtasks), a `last-state` upgrade from the
+//! latest checkpoint, a `stateless` upgrade without state, and `deletionPolicy: dispose`
+//! deleting checkpoint storage.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::{running, start_controller, status_until, weir_binary};
+use kube::CustomResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use weir_api::rest::JobOverview;
+use weir_api::{SavepointTriggerType, StreamJob, StreamJobStatus};
+use weir_kube_test::TestNamespace;
+use weir_kube_test::kubelet::Kubelet;
+
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("pod logs in {}", self.0.join("pods").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
+    jobs.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+fn job_id(s: &StreamJobStatus) -> Option<String> {
+    s.job_status.as_ref().and_then(|j| j.job_id.clone())
+}
+
+/// `GET /v1/job` of the job's JobManager, through the stand-in's Service proxy.
+async fn overview(kubelet: &Kubelet, ns: &str) -> Option<JobOverview> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = kubelet.resolve(&format!("orders-jobmanager.{ns}.svc"))?;
+    let mut s = tokio::net::TcpStream::connect((address.as_str(), 8081))
+        .await
+        .ok()?;
+    s.write_all(b"GET /v1/job HTTP/1.1\r\nHost: jm\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn savepoints_on_request_and_on_schedule_rescaling_last_state_stateless_and_dispose() {
+    let ns = TestNamespace::create("op-modes").await;
+    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
+    let dir = std::env::temp_dir().join(format!("weir-op-modes-{}", ns.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = Cleanup(dir.clone());
+    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
+    let controller = start_controller(&ns, &kubelet);
+    let checkpoints = dir.join("checkpoints");
+    let job: StreamJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+        "metadata": {"name": "orders"},
+        "spec": {
+            "image": "weir:v1",
+            // The source keeps parallelism 1 (its positions belong to its subtasks); the
+            // windows after it are rescaled.
+            "job": {"program": "orders", "parallelism": 2,
+                    "args": {"rate": "300", "users": "50", "source-parallelism": "1",
+                             "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
+            "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
+            "taskManager": {"replicas": 2, "slots": 2},
+            "checkpointing": {"interval": "500ms",
+                              "storage": format!("file://{}", checkpoints.display())},
+            "restartStrategy": {"type": "fixedDelay", "attempts": 100, "delay": "200ms"},
+            "deletionPolicy": "dispose",
+        },
+    }))
+    .unwrap();
+    let jobs: Api<StreamJob> = ns.api();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let first = status_until(&jobs, "running", Duration::from_secs(120), |s| {
+        running(s) && s.last_completed_checkpoint.is_some()
+    })
+    .await;
+
+    // A savepoint on request, recorded with its nonce.
+    patch(
+        &jobs,
+        serde_json::json!({"job": {"savepointTriggerNonce": 1}}),
+    )
+    .await;
+    let manual = status_until(&jobs, "a manual savepoint", Duration::from_secs(60), |s| {
+        s.last_savepoint_trigger_nonce == Some(1)
+            && s.savepoint_history.iter().any(|r| {
+                r.trigger_type == SavepointTriggerType::Manual && r.trigger_nonce == Some(1)
+            })
+    })
+    .await;
+    assert_eq!(
+        job_id(&manual),
+        job_id(&first),
+        "a savepoint does not stop the job"
+    );
+
+    // A checkpoint on request.
+    let before = manual.last_completed_checkpoint.as_ref().unwrap().id;
+    patch(
+        &jobs,
+        serde_json::json!({"job": {"checkpointTriggerNonce": 1}}),
+    )
+    .await;
+    status_until(
+        &jobs,
+        "a checkpoint on request",
+        Duration::from_secs(60),
+        |s| {
+            s.last_checkpoint_trigger_nonce == Some(1)
+                && s.last_completed_checkpoint
+                    .as_ref()
+                    .is_some_and(|c| c.id > before)
+        },
+    )
+    .await;
+
+    // Periodic savepoints, then none.
+    patch(&jobs, serde_json::json!({"savepoints": {"interval": "2s"}})).await;
+    status_until(
+        &jobs,
+        "a periodic savepoint",
+        Duration::from_secs(60),
+        |s| {
+            s.savepoint_history
+                .iter()
+                .any(|r| r.trigger_type == SavepointTriggerType::Periodic)
+        },
+    )
+    .await;
+    patch(&jobs, serde_json::json!({"savepoints": {"interval": null}})).await;
+
+    // Parallelism 2 → 4 through a savepoint: the window state is redistributed.
+    let before = job_id(&jobs.get("orders").await.unwrap().status.unwrap());
+    patch(&jobs, serde_json::json!({"job": {"parallelism": 4}})).await;
+    let rescaled = status_until(&jobs, "the rescaled job", Duration::from_secs(120), |s| {
+        running(s)
+            && job_id(s) != before
+            && s.last_savepoint
+                .as_ref()
+                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Upgrade)
+            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(o) = overview(&kubelet, ns.name()).await
+            && o.job_id == job_id(&rescaled).unwrap()
+        {
+            assert_eq!(o.parallelism, 4);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no overview of the rescaled job");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // last-state: redeployed at once from the latest checkpoint, no savepoint taken. (The
+    // rescaled run completes a checkpoint first, else its savepoint is the newest snapshot.)
+    let rescaled = status_until(
+        &jobs,
+        "a checkpoint of the rescaled job",
+        Duration::from_secs(60),
+        |s| {
+            job_id(s) == job_id(&rescaled)
+                && s.last_completed_checkpoint
+                    .as_ref()
+                    .is_some_and(|c| c.time > rescaled.last_savepoint.as_ref().unwrap().time)
+        },
+    )
+    .await;
+    let savepoints = rescaled.savepoint_history.len();
+    let before = job_id(&rescaled);
+    patch(
+        &jobs,
+        serde_json::json!({"image": "weir:v2", "job": {"upgradeMode": "last-state"}}),
+    )
+    .await;
+    let last_state = status_until(
+        &jobs,
+        "the last-state upgrade",
+        Duration::from_secs(120),
+        |s| {
+            running(s)
+                && job_id(s) != before
+                && s.restored_from
+                    .as_deref()
+                    .is_some_and(|p| p.contains("chk-"))
+        },
+    )
+    .await;
+    assert_eq!(last_state.savepoint_history.len(), savepoints);
+
+    // stateless: a new run without state.
+    let before = job_id(&last_state);
+    patch(
+        &jobs,
+        serde_json::json!({"image": "weir:v3", "job": {"upgradeMode": "stateless"}}),
+    )
+    .await;
+    let stateless = status_until(
+        &jobs,
+        "the stateless upgrade",
+        Duration::from_secs(120),
+        |s| running(s) && job_id(s) != before && s.last_completed_checkpoint.is_some(),
+    )
+    .await;
+    assert_eq!(stateless.restored_from, None, "{stateless:#?}");
+
+    // deletionPolicy dispose: checkpoint storage goes with the StreamJob.
+    assert!(checkpoints.exists());
+    jobs.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while jobs.get_opt("orders").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the StreamJob was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !checkpoints.exists(),
+        "checkpoint storage was not disposed of"
+    );
+    controller.abort();
+}
