@@ -57,6 +57,11 @@ const ARGS: &[(&str, &str)] = &[
         "exactly-once (default), at-least-once, or upsert (idempotent writes keyed \
          <user>@<window start> into a compacted topic)",
     ),
+    (
+        "bounded",
+        "true: stop at the input's end offsets seen at start, firing the last windows (backfills, \
+         tests); default false",
+    ),
 ];
 
 impl OrdersKafkaConfig {
@@ -90,7 +95,16 @@ impl OrdersKafkaConfig {
             output_topic: s("output-topic", "summaries"),
             group: s("group", "weir-orders-kafka"),
             guarantee,
-            bounded: false,
+            bounded: match s("bounded", "false").as_str() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(ProgramError::BadArgument {
+                        name: "bounded".into(),
+                        message: format!("{other:?}: use true or false"),
+                    });
+                }
+            },
             window: Duration::from_secs(600),
             out_of_orderness: Duration::from_secs(5),
         })

@@ -1,0 +1,348 @@
+//! Exactly-once from Kafka to Kafka through the operator's upgrades, end to end: the real
+//! Apache Kafka broker, S3 server, kube-apiserver and kube-controller-manager `.ci/run` starts,
+//! pods run by the kubelet stand-in of `weir-kube-test` (test-only: the control plane has no
+//! nodes).
+//!
+//! Orders are produced into a topic while the `orders-kafka` job (Kafka source, 10-minute
+//! windows, transactional Kafka sink) runs under the operator: a TaskManager pod is killed and
+//! the job recovers from its S3 checkpoint; the spec changes and the job is upgraded through a
+//! savepoint; it is suspended with a savepoint and resumed; the StreamJob is deleted with a final
+//! savepoint and created again on the same storage, now bounded, so it runs to the end of the
+//! input. What a `read_committed` consumer sees in the output topic equals the summaries
+//! computed straight from the orders: nothing lost, nothing duplicated.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+#[path = "../../runtime/kafka/tests/test_support/mod.rs"]
+mod test_support;
+
+use common::{running, start_controller, status_until, weir_binary};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::CustomResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use test_support::Topics;
+use weir_api::{JobState, LifecycleState, SavepointTriggerType, StreamJob, StreamJobStatus};
+use weir_kube_test::TestNamespace;
+use weir_kube_test::kubelet::Kubelet;
+use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
+use weir_s3::{S3Settings, S3Storage};
+
+const COUNT: u64 = 12_000;
+
+fn orders_config() -> OrdersConfig {
+    OrdersConfig {
+        count: Some(COUNT),
+        rate: None,
+        users: 100,
+        seed: 5,
+        ..Default::default()
+    }
+}
+
+fn s3_endpoint() -> String {
+    std::env::var("WEIR_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:28333".into())
+}
+
+fn s3_settings() -> S3Settings {
+    S3Settings {
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    }
+}
+
+struct Cleanup {
+    dir: PathBuf,
+    bucket: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("pod logs in {}", self.dir.join("pods").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        let bucket = self.bucket.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(s) = S3Storage::open(&format!("s3://{bucket}"), s3_settings()) {
+                use weir_core::checkpoint::storage::CheckpointStorage;
+                let _ = s.discard(&format!("s3://{bucket}/orders"));
+                let _ = s.delete_bucket(&bucket);
+            }
+        })
+        .join();
+    }
+}
+
+fn spec(
+    bucket: &str,
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    bounded: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "image": "weir:v1",
+        "job": {"program": "orders-kafka", "parallelism": 2,
+                "args": {"bootstrap": bootstrap, "input-topic": input, "output-topic": output,
+                         "transactional-id-prefix": output, "group": output,
+                         "bounded": bounded.to_string()}},
+        "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
+        "taskManager": {"replicas": 2, "slots": 1},
+        "checkpointing": {
+            "interval": "1s",
+            "storage": format!("s3://{bucket}/orders"),
+            "s3": {"endpoint": s3_endpoint(), "region": "us-east-1", "pathStyle": true,
+                   "credentialsSecret": {"name": "orders-s3"}},
+        },
+        "restartStrategy": {"type": "fixedDelay", "attempts": 1000, "delay": "300ms"},
+        "upgrade": {"savepointTimeout": "60s",
+                    "rollback": {"readinessTimeout": "90s", "stableCheckpoints": 2}},
+    })
+}
+
+fn manifest(spec: serde_json::Value) -> StreamJob {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+        "metadata": {"name": "orders"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
+    jobs.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+fn job_id(s: &StreamJobStatus) -> Option<String> {
+    s.job_status.as_ref().and_then(|j| j.job_id.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deletion() {
+    let (access_key, secret_key) = match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(a), Ok(s)) => (a, s),
+        _ => panic!(
+            "S3 credentials missing: start the server with `bash .ci/s3.sh start` and export \
+             its settings with `eval \"$(bash .ci/s3.sh env)\"`"
+        ),
+    };
+    let mut topics = tokio::task::spawn_blocking(Topics::new).await.unwrap();
+    let bootstrap = topics.bootstrap.clone();
+    let input = topics.create("lifecycle-orders", 4);
+    let output = topics.create("lifecycle-summaries", 4);
+
+    let ns = TestNamespace::create("op-kafka").await;
+    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
+    let dir = std::env::temp_dir().join(format!("weir-op-kafka-{}", ns.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bucket = format!("weir-kafka-lifecycle-{}", std::process::id());
+    {
+        let bucket = bucket.clone();
+        tokio::task::spawn_blocking(move || {
+            let admin = S3Storage::open(&format!("s3://{bucket}"), s3_settings()).unwrap();
+            if let Err(e) = admin.create_bucket(&bucket) {
+                panic!("{e}\nstart the S3 server with `bash .ci/s3.sh start`");
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let _cleanup = Cleanup {
+        dir: dir.clone(),
+        bucket: bucket.clone(),
+    };
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-s3"},
+                "stringData": {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The orders arrive while the job runs: 500 every 250 ms.
+    let produced = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (bootstrap, input, produced) = (bootstrap.clone(), input.clone(), produced.clone());
+        std::thread::spawn(move || {
+            let source = orders_config().source();
+            let mut seq = 0;
+            while seq < COUNT {
+                let batch: Vec<_> = (seq..(seq + 500).min(COUNT))
+                    .map(|s| {
+                        let o = source.record(s, 0).value;
+                        (
+                            None,
+                            Some(o.user_id.to_string().into_bytes()),
+                            o.ts,
+                            serde_json::to_vec(&o).unwrap(),
+                        )
+                    })
+                    .collect();
+                test_support::produce(&bootstrap, &input, &batch);
+                seq += 500;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            produced.store(true, Ordering::SeqCst);
+        })
+    };
+
+    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
+    let controller = start_controller(&ns, &kubelet);
+    let jobs: Api<StreamJob> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    jobs.create(
+        &PostParams::default(),
+        &manifest(spec(&bucket, &bootstrap, &input, &output, false)),
+    )
+    .await
+    .unwrap();
+    let first = status_until(&jobs, "running", Duration::from_secs(120), |s| {
+        running(s) && s.last_completed_checkpoint.is_some()
+    })
+    .await;
+
+    // A TaskManager pod killed: recovered from the S3 checkpoint.
+    let before = first.last_completed_checkpoint.as_ref().unwrap().id;
+    pods.delete("orders-taskmanager-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    status_until(&jobs, "recovery", Duration::from_secs(120), |s| {
+        running(s)
+            && s.restart_count >= 1
+            && s.last_completed_checkpoint
+                .as_ref()
+                .is_some_and(|c| c.id > before)
+    })
+    .await;
+
+    // Upgraded through a savepoint.
+    let old = job_id(&jobs.get("orders").await.unwrap().status.unwrap());
+    patch(&jobs, serde_json::json!({"image": "weir:v2"})).await;
+    status_until(&jobs, "the upgrade", Duration::from_secs(180), |s| {
+        running(s)
+            && job_id(s) != old
+            && s.last_savepoint
+                .as_ref()
+                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Upgrade)
+            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
+    })
+    .await;
+
+    // Suspended with a savepoint, resumed from it.
+    patch(&jobs, serde_json::json!({"job": {"state": "suspended"}})).await;
+    let suspended = status_until(&jobs, "Suspended", Duration::from_secs(120), |s| {
+        s.lifecycle_state == Some(LifecycleState::Suspended)
+            && s.last_savepoint
+                .as_ref()
+                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Suspend)
+    })
+    .await;
+    patch(&jobs, serde_json::json!({"job": {"state": "running"}})).await;
+    let suspend_savepoint = suspended.last_savepoint.unwrap().path;
+    status_until(&jobs, "resumed", Duration::from_secs(120), |s| {
+        running(s) && s.restored_from.as_deref() == Some(suspend_savepoint.as_str())
+    })
+    .await;
+
+    // Deleted with a final savepoint once every order is in the topic; created again, bounded,
+    // on the same storage: it resumes from that savepoint and runs to the end of the input.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !produced.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the orders were not produced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    producer.join().unwrap();
+    status_until(
+        &jobs,
+        "a checkpoint after resuming",
+        Duration::from_secs(60),
+        |s| running(s) && s.last_completed_checkpoint.is_some(),
+    )
+    .await;
+    jobs.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while jobs.get_opt("orders").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the StreamJob was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=orders"))
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "pods outlived their StreamJob");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    jobs.create(
+        &PostParams::default(),
+        &manifest(spec(&bucket, &bootstrap, &input, &output, true)),
+    )
+    .await
+    .unwrap();
+    let again = status_until(
+        &jobs,
+        "the end of the input",
+        Duration::from_secs(180),
+        |s| s.job_status.as_ref().and_then(|j| j.state) == Some(JobState::Finished),
+    )
+    .await;
+    assert!(
+        again
+            .restored_from
+            .as_deref()
+            .is_some_and(|p| p.contains("/savepoints/savepoint-")),
+        "{again:#?}"
+    );
+
+    // Nothing lost, nothing duplicated.
+    let (b, o) = (bootstrap.clone(), output.clone());
+    let records = tokio::task::spawn_blocking(move || test_support::read_committed(&b, &o))
+        .await
+        .unwrap();
+    let mut got: Vec<UserSummary> = records
+        .iter()
+        .map(|(_, _, v)| serde_json::from_slice(v).unwrap())
+        .collect();
+    got.sort();
+    let want = expected_summaries(&orders_config());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "summaries: got {}, want {}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(got, want);
+    controller.abort();
+    drop(kubelet);
+    tokio::task::spawn_blocking(move || drop(topics))
+        .await
+        .unwrap();
+}
