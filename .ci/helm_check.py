@@ -61,7 +61,9 @@ check(env(default)["WATCH_NAMESPACES"] == "", "default: all namespaces")
 check(env(default)["WEIR_OPERATOR_LEADER_ELECTION"] == "false", "default: no election")
 role = next(d for d in default if d["kind"] == "ClusterRole")
 resources = sorted(r for rule in role["rules"] for r in rule["resources"])
-check("secrets" not in resources and "pods" not in resources, "no rights on Secrets or pods")
+verbs = {r: sorted(rule["verbs"]) for rule in role["rules"] for r in rule["resources"]}
+check(verbs.get("secrets") == ["get"], "Secrets: get only (a StreamJob's S3 credentials)")
+check(verbs.get("pods") == ["list"], "pods: list only (dispose waits for them to be gone)")
 check("leases" in resources, "rights on Leases (granted on to JobManagers)")
 
 ha = render({"replicas": 2, "watchNamespaces": ["team-a", "team-b"],
