@@ -829,11 +829,12 @@ async fn request(
 ) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = format!("{}.{}.svc", names.jobmanager(), names.namespace);
-    let connect_to = ctx
-        .resolve
-        .as_ref()
-        .and_then(|r| r(&host))
-        .unwrap_or_else(|| host.clone());
+    let connect_to = match ctx.resolve.as_ref().and_then(|r| r(&host)) {
+        Some(a) => a,
+        None => ready_endpoint(names, ctx)
+            .await
+            .unwrap_or_else(|| host.clone()),
+    };
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect((connect_to.as_str(), REST_PORT))
             .await
@@ -853,6 +854,34 @@ async fn request(
         Some((code, body.to_string()))
     };
     tokio::time::timeout(timeout, fetch).await.ok().flatten()
+}
+
+/// The address of the ready JobManager pod (the leader: only it is ready), which the
+/// `<job>-jobmanager` Service routes to — reached at its pod IP, so the operator does not
+/// depend on cluster DNS. `None` when no JobManager pod is ready (the Service name is then
+/// tried).
+async fn ready_endpoint(names: &Names, ctx: &Context) -> Option<String> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component=jobmanager",
+            names.job
+        )))
+        .await
+        .ok()?;
+    pods.items.iter().find_map(|p| {
+        let status = p.status.as_ref()?;
+        let ready = status
+            .conditions
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready && p.metadata.deletion_timestamp.is_none() {
+            status.pod_ip.clone()
+        } else {
+            None
+        }
+    })
 }
 
 /// `GET path`, decoded; `None` when it does not answer in time or not with 200.

@@ -281,14 +281,7 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
         |s| running(s) && s.last_completed_checkpoint.is_some(),
     )
     .await;
-    jobs.delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while jobs.get_opt("orders").await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the StreamJob was not deleted");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    common::delete_until_gone(&jobs, Duration::from_secs(120)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pods
         .list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=orders"))

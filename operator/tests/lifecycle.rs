@@ -373,14 +373,7 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
         running(s) && s.last_completed_checkpoint.is_some()
     })
     .await;
-    jobs.delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while jobs.get_opt("orders").await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the StreamJob was not deleted");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    common::delete_until_gone(&jobs, Duration::from_secs(120)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pods_of(&pods).await.is_empty() {
         assert!(Instant::now() < deadline, "pods outlived their StreamJob");

@@ -14,7 +14,7 @@ mod common;
 
 use common::{running, start_controller, status_until, weir_binary};
 use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weir_api::rest::JobOverview;
@@ -75,25 +75,16 @@ async fn savepoints_on_request_and_on_schedule_rescaling_last_state_stateless_an
     let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
     let controller = start_controller(&ns, &kubelet);
     let checkpoints = dir.join("checkpoints");
-    let job: StreamJob = serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
-        "metadata": {"name": "orders"},
-        "spec": {
-            "image": "weir:v1",
-            // The source keeps parallelism 1 (its positions belong to its subtasks); the
-            // windows after it are rescaled.
-            "job": {"program": "orders", "parallelism": 2,
-                    "args": {"rate": "300", "users": "50", "source-parallelism": "1",
-                             "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
-            "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
-            "taskManager": {"replicas": 2, "slots": 2},
-            "checkpointing": {"interval": "500ms",
-                              "storage": format!("file://{}", checkpoints.display())},
-            "restartStrategy": {"type": "fixedDelay", "attempts": 100, "delay": "200ms"},
+    // The source keeps parallelism 1 (its positions belong to its subtasks); the windows after
+    // it are rescaled.
+    let job = common::orders_job(
+        &dir,
+        serde_json::json!({
+            "job": {"args": {"source-parallelism": "1"}},
+            "taskManager": {"slots": 2},
             "deletionPolicy": "dispose",
-        },
-    }))
-    .unwrap();
+        }),
+    );
     let jobs: Api<StreamJob> = ns.api();
     jobs.create(&PostParams::default(), &job).await.unwrap();
     let first = status_until(&jobs, "running", Duration::from_secs(120), |s| {
@@ -233,14 +224,7 @@ async fn savepoints_on_request_and_on_schedule_rescaling_last_state_stateless_an
 
     // deletionPolicy dispose: checkpoint storage goes with the StreamJob.
     assert!(checkpoints.exists());
-    jobs.delete("orders", &DeleteParams::default())
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while jobs.get_opt("orders").await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the StreamJob was not deleted");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    common::delete_until_gone(&jobs, Duration::from_secs(60)).await;
     assert!(
         !checkpoints.exists(),
         "checkpoint storage was not disposed of"

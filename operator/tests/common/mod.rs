@@ -59,3 +59,38 @@ pub fn start_controller(ns: &TestNamespace, kubelet: &Kubelet) -> tokio::task::J
     let (ctx, name) = (Arc::new(ctx), ns.name().to_string());
     tokio::spawn(async move { controller::run(ctx, Some(&name)).await })
 }
+
+/// The StreamJob `orders` running the `orders` program into an exactly-once file sink under
+/// `dir`, checkpointing to `dir/checkpoints` every 500 ms; `patch` is merged into its spec.
+pub fn orders_job(dir: &std::path::Path, patch: serde_json::Value) -> StreamJob {
+    let mut spec = serde_json::json!({
+        "image": "weir:v1",
+        "job": {"program": "orders", "parallelism": 2,
+                "args": {"rate": "300", "users": "50",
+                         "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
+        "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
+        "taskManager": {"replicas": 2, "slots": 1},
+        "checkpointing": {"interval": "500ms",
+                          "storage": format!("file://{}", dir.join("checkpoints").display())},
+        "restartStrategy": {"type": "fixedDelay", "attempts": 100, "delay": "200ms"},
+    });
+    weir_operator::resources::merge(&mut spec, &patch);
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+        "metadata": {"name": "orders"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Deletes the StreamJob `orders` and waits until it is gone (its finalizer released).
+pub async fn delete_until_gone(jobs: &Api<StreamJob>, timeout: Duration) {
+    jobs.delete("orders", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    while jobs.get_opt("orders").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the StreamJob was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

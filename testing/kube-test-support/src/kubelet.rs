@@ -13,6 +13,11 @@
 //! Volumes: ConfigMaps are written as files, emptyDirs are directories; mount paths in arguments
 //! and environment values are rewritten to them. Environment: values with `$(VAR)` expansion,
 //! `fieldRef` (name, namespace, pod IP) and `secretKeyRef`.
+//!
+//! Images: a container whose image names `weir-operator` runs the `weir-operator` binary next to
+//! the given one. Identity: a pod with a `serviceAccountName` gets a token of that ServiceAccount
+//! (TokenRequest, as the kubelet projects one) in a kubeconfig of its own (`KUBECONFIG`), so it
+//! acts with exactly the rights its RBAC grants; other pods inherit the test's kubeconfig.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -79,9 +84,17 @@ impl Kubelet {
         let state = Arc::new(Mutex::new(State::default()));
         let (s, ns) = (state.clone(), namespace.to_string());
         let task = tokio::spawn(async move {
+            let nodes: Api<Node> = Api::all(client.clone());
+            let mut beat = Instant::now();
             loop {
                 if let Err(e) = sync(&client, &ns, &binary, &dir, &s).await {
                     eprintln!("kubelet stand-in: {e}");
+                }
+                // Without heartbeats the node lifecycle controller declares the Node lost after
+                // its grace period and marks every pod on it not ready.
+                if beat.elapsed() > Duration::from_secs(10) {
+                    heartbeat(&nodes).await;
+                    beat = Instant::now();
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -487,7 +500,19 @@ async fn prepare(
         } else {
             String::new()
         };
-        env.push((e.name.clone(), localize(&value)));
+        env.push((
+            e.name.clone(),
+            localize(&value).replace("0.0.0.0:", &format!("{ip}:")),
+        ));
+    }
+    if let Some(sa) = spec
+        .service_account_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        let path = root.join("kubeconfig");
+        let _ = std::fs::write(&path, service_account_kubeconfig(client, ns, sa).await?);
+        env.push(("KUBECONFIG".into(), path.display().to_string()));
     }
     let expand = |s: &str| {
         let mut s = s.to_string();
@@ -504,6 +529,48 @@ async fn prepare(
         .map(|a| expand(a))
         .collect();
     Ok((env, args))
+}
+
+/// A kubeconfig for the test server that authenticates as ServiceAccount `sa` with a fresh
+/// token (an hour: longer than any test).
+async fn service_account_kubeconfig(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+) -> Result<String, kube::Error> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(
+            sa,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: Vec::new(),
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?
+        .status
+        .map(|s| s.token)
+        .unwrap_or_default();
+    // The server and its CA come from the test's own kubeconfig.
+    let cluster = kube::config::Kubeconfig::read_from(crate::kubeconfig_path())
+        .ok()
+        .and_then(|k| k.clusters.into_iter().next())
+        .and_then(|c| serde_json::to_value(c.cluster).ok())
+        .unwrap_or_default();
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": sa, "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": sa, "namespace": ns}}],
+        "current-context": "test",
+    });
+    Ok(serde_json::to_string_pretty(&config).unwrap_or_default())
 }
 
 async fn start(h: &Host<'_>, pod: &Pod) -> Result<(), kube::Error> {
@@ -528,7 +595,18 @@ async fn start(h: &Host<'_>, pod: &Pod) -> Result<(), kube::Error> {
 
 async fn launch(h: &Host<'_>, pod: &Pod, ip: &str) -> Result<Option<Child>, kube::Error> {
     let (env, args) = prepare(h, pod, ip).await?;
-    let (binary, dir) = (h.binary, h.dir);
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let operator = h.binary.with_file_name("weir-operator");
+    let (binary, dir) = if image.contains("weir-operator") {
+        (operator.as_path(), h.dir)
+    } else {
+        (h.binary, h.dir)
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
