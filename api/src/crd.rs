@@ -1284,6 +1284,10 @@ pub struct ReconciliationStatus {
     /// (or `spec.upgrade`) changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gave_up_on: Option<String>,
+
+    /// Why that operation could not go on, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// Where a starting JobManager restores from.

@@ -249,6 +249,7 @@ fn deployed_of(r: &ReconciliationStatus) -> Deployed {
         rollback_savepoint: r.rollback_savepoint.clone(),
         rolled_back: r.rolled_back_spec_hash.clone(),
         gave_up_on: r.gave_up_on.clone(),
+        blocked: r.blocked.clone(),
         restore: restore_of(&r.restore),
     }
 }
@@ -311,6 +312,7 @@ fn reconciliation(
         rollback_savepoint: plan.rollback_savepoint.clone(),
         rolled_back_spec_hash: plan.rolled_back.clone(),
         gave_up_on: None,
+        blocked: None,
     })
 }
 
@@ -960,8 +962,9 @@ fn update_status(
     if let Some(n) = d.handled_checkpoint_nonce {
         s.last_checkpoint_trigger_nonce = Some(n);
     }
-    if let (Some(key), Some(r)) = (&d.give_up, s.reconciliation.as_mut()) {
+    if let (Some((key, why)), Some(r)) = (&d.give_up, s.reconciliation.as_mut()) {
         r.gave_up_on = Some(key.clone());
+        r.blocked = Some(why.clone());
     }
     if let Some(r) = report {
         crate::report::apply(s, r, now);

@@ -67,6 +67,8 @@ pub struct Deployed {
     pub rolled_back: Option<String>,
     /// The operation given up on, `<purpose>/<full hash>`.
     pub gave_up_on: Option<String>,
+    /// Why, and what to do.
+    pub blocked: Option<String>,
     /// Where it restores from.
     pub restore: Restore,
 }
@@ -275,8 +277,8 @@ pub struct Decision {
     pub completed: Option<(SavepointTriggerType, String)>,
     /// Forget the pending savepoint.
     pub clear_pending: bool,
-    /// Give up on this operation (`status.reconciliation.gaveUpOn`).
-    pub give_up: Option<String>,
+    /// Give up on this operation (`status.reconciliation.gaveUpOn`), and why.
+    pub give_up: Option<(String, String)>,
     /// Mark these nonces handled.
     pub handled_savepoint_nonce: Option<i64>,
     /// See above.
@@ -442,12 +444,26 @@ fn decide_unstaged(o: &Observed) -> Decision {
         )
         .notice(false, "Resuming", m);
     }
-    if w.hash != d.hash
-        && d.rolled_back.as_deref() != Some(w.hash.as_str())
-        && d.gave_up_on.as_deref()
-            != Some(&give_up_key(SavepointTriggerType::Upgrade, &w.full_hash))
-    {
-        return upgrade(o, d);
+    if w.hash != d.hash && d.rolled_back.as_deref() != Some(w.hash.as_str()) {
+        let key = give_up_key(SavepointTriggerType::Upgrade, &w.full_hash);
+        if d.gave_up_on.as_deref() != Some(key.as_str()) {
+            return upgrade(o, d);
+        }
+        // Given up on: it stays reported until the spec changes.
+        let m = d.blocked.clone().unwrap_or_else(|| {
+            format!(
+                "upgrade to {} blocked; any change to the spec tries again",
+                w.hash
+            )
+        });
+        return Decision::new(
+            Step::Keep,
+            L::Upgrading,
+            Cond::no("UpgradeBlocked", m.clone()),
+            Cond::no("UpgradeBlocked", m.clone()),
+            Cond::yes("UpgradeBlocked", m.clone()),
+        )
+        .failing(m);
     }
     if let Some(rb) = rollback(o, d) {
         return rb;
@@ -698,8 +714,8 @@ fn fallback(o: &Observed, d: &Deployed, why: String) -> Decision {
                 Cond::yes("UpgradeBlocked", m.clone()),
             )
             .failing(m.clone())
-            .notice(true, "UpgradeBlocked", m);
-            dec.give_up = Some(give_up_key(SavepointTriggerType::Upgrade, &w.full_hash));
+            .notice(true, "UpgradeBlocked", m.clone());
+            dec.give_up = Some((give_up_key(SavepointTriggerType::Upgrade, &w.full_hash), m));
             dec
         }
     }
@@ -1197,6 +1213,7 @@ mod tests {
             rollback_savepoint: None,
             rolled_back: None,
             gave_up_on: None,
+            blocked: None,
             restore: Restore::Latest,
         }
     }
@@ -1494,18 +1511,19 @@ mod tests {
                 "Upgrading",
             ),
             (
-                "upgrade given up on: not retried until the spec changes",
+                "upgrade given up on: not retried until the spec changes, still reported",
                 Observed {
                     deployed: Some(Deployed {
                         gave_up_on: Some(give_up_key(T::Upgrade, "f2")),
+                        blocked: Some("blocked: why".into()),
                         ..deployed()
                     }),
                     ..upgraded()
                 },
                 Step::Keep,
-                L::Running,
-                true,
-                "Running",
+                L::Upgrading,
+                false,
+                "UpgradeBlocked",
             ),
             (
                 "upgrade while restarting: wait for it to run",
@@ -2016,7 +2034,10 @@ mod tests {
         let m = d.error.unwrap_or_default();
         assert!(m.contains("FAILED") || m.contains("failed"), "{m}");
         assert!(m.contains("spec.upgrade.fallbackMaxCheckpointAge"), "{m}");
-        assert_eq!(d.give_up, Some(give_up_key(T::Upgrade, "f2")));
+        assert_eq!(
+            d.give_up.map(|(k, _)| k),
+            Some(give_up_key(T::Upgrade, "f2"))
+        );
     }
 
     #[test]

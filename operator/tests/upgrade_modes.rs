@@ -5,8 +5,9 @@
 //! a manual savepoint (`savepointTriggerNonce`), a checkpoint on request
 //! (`checkpointTriggerNonce`), periodic savepoints, a parallelism change through a savepoint
 //! (keyed window state redistributed over more subtasks), a `last-state` upgrade from the
-//! latest checkpoint, a `stateless` upgrade without state, and `deletionPolicy: dispose`
-//! deleting checkpoint storage.
+//! latest checkpoint, a `stateless` upgrade without state, a savepoint upgrade blocked because
+//! the deployed version cannot take a savepoint (and carried out from the newest snapshot once a
+//! fallback age is allowed), and `deletionPolicy: dispose` deleting checkpoint storage.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -221,6 +222,73 @@ async fn savepoints_on_request_and_on_schedule_rescaling_last_state_stateless_an
     )
     .await;
     assert_eq!(stateless.restored_from, None, "{stateless:#?}");
+
+    // A savepoint upgrade to a version that cannot start (rollback off): it stays deployed.
+    let upgrades = |s: &StreamJobStatus| {
+        s.savepoint_history
+            .iter()
+            .filter(|r| r.trigger_type == SavepointTriggerType::Upgrade)
+            .count()
+    };
+    let before = upgrades(&stateless);
+    patch(
+        &jobs,
+        serde_json::json!({"job": {"upgradeMode": "savepoint", "args": {"rate": "fast"}},
+                           "upgrade": {"rollback": {"enabled": false}}}),
+    )
+    .await;
+    let bad = status_until(
+        &jobs,
+        "the bad version deployed",
+        Duration::from_secs(120),
+        |s| {
+            upgrades(s) > before
+                && s.reconciliation
+                    .as_ref()
+                    .is_some_and(|r| r.running && r.spec.contains("\"fast\""))
+        },
+    )
+    .await;
+    let bad_savepoint = bad.last_savepoint.clone().unwrap().path;
+    // The next savepoint upgrade cannot get a savepoint from it, and no fallback age is set:
+    // blocked, saying why and what to do; nothing is deployed.
+    patch(
+        &jobs,
+        serde_json::json!({"image": "weir:v4", "job": {"args": {"rate": "300"}}}),
+    )
+    .await;
+    let blocked = status_until(&jobs, "a blocked upgrade", Duration::from_secs(60), |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "UpgradeBlocked")
+    })
+    .await;
+    assert_eq!(
+        blocked.lifecycle_state,
+        Some(weir_api::LifecycleState::Upgrading)
+    );
+    assert!(
+        blocked
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("spec.upgrade.fallbackMaxCheckpointAge")),
+        "{blocked:#?}"
+    );
+    assert_eq!(blocked.deployed_spec_hash, bad.deployed_spec_hash);
+    // A fallback age: upgraded from the newest snapshot — the savepoint the bad version was
+    // deployed from, newer than any checkpoint.
+    patch(
+        &jobs,
+        serde_json::json!({"upgrade": {"fallbackMaxCheckpointAge": "1h"}}),
+    )
+    .await;
+    status_until(
+        &jobs,
+        "the fallback upgrade",
+        Duration::from_secs(120),
+        |s| running(s) && s.restored_from.as_deref() == Some(bad_savepoint.as_str()),
+    )
+    .await;
 
     // deletionPolicy dispose: checkpoint storage goes with the StreamJob.
     assert!(checkpoints.exists());
