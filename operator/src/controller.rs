@@ -405,20 +405,20 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
         .and_then(|d| d.status?.ready_replicas)
         .unwrap_or(0)
         > 0;
-    let report = if jobmanager_ready {
-        job_report(&names, &ctx).await
-    } else {
-        None
-    };
-    let pods = !Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
         .list(&ListParams::default().labels(&format!(
             "app.kubernetes.io/instance={},app.kubernetes.io/managed-by=weir-operator",
             names.job
         )))
         .await
         .map_err(api_error("listing the StreamJob's pods"))?
-        .items
-        .is_empty();
+        .items;
+    let rest = JobManagerRest::new(&names, &ctx, &pods);
+    let report = if jobmanager_ready {
+        rest.job_report().await
+    } else {
+        None
+    };
     let deployed = recorded.map(deployed_of);
     let stable = match (&report, &deployed) {
         (Some(r), Some(d)) => r.stable(
@@ -441,7 +441,7 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
                 .unwrap_or_else(|| "the JobManager did not accept the request".into()),
         ),
         Some(_) if !jobmanager_ready => Poll::Unreachable,
-        Some(p) => poll_savepoint(&names, &ctx, &p.request_id).await,
+        Some(p) => rest.poll_savepoint(&p.request_id).await,
     };
     // A request whose answer was lost (the JobManager was slow to reply) may still have been
     // carried out: a savepoint the JobManager completed since the request is the one asked for.
@@ -462,7 +462,7 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
         invalid,
         missing: missing.clone(),
         jobmanager_ready,
-        pods,
+        pods: !pods.is_empty(),
         job: report.as_ref().map(|r| r.overview.state),
         stable,
         previous,
@@ -515,7 +515,7 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
             if !deleting && let Some(r) = recorded {
                 apply_recorded(&ctx, &names, &job, r).await?;
             }
-            let (request_id, failure) = match trigger_savepoint(&names, &ctx, t.stop).await {
+            let (request_id, failure) = match rest.trigger_savepoint(t.stop).await {
                 Ok(id) => (id, t.last_failure.clone()),
                 Err(why) => (String::new(), Some(why)),
             };
@@ -533,7 +533,7 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
             if let Some(r) = recorded {
                 apply_recorded(&ctx, &names, &job, r).await?;
             }
-            if let Err(why) = post_json(&names, "/v1/job/checkpoints", "{}", &ctx).await {
+            if let Err(why) = rest.post_json("/v1/job/checkpoints", "{}").await {
                 publish(
                     &ctx,
                     &job,
@@ -819,91 +819,6 @@ async fn apply_all(client: &Client, names: &Names, d: &Desired) -> Result<(), Er
     Ok(())
 }
 
-/// One HTTP request to the leading JobManager's REST API (through its Service): status code
-/// and body, or `None` when it does not answer in time.
-async fn request(
-    names: &Names,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    ctx: &Context,
-    timeout: Duration,
-) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = format!("{}.{}.svc", names.jobmanager(), names.namespace);
-    let connect_to = match ctx.resolve.as_ref().and_then(|r| r(&host)) {
-        Some(a) => a,
-        None => ready_endpoint(names, ctx)
-            .await
-            .unwrap_or_else(|| host.clone()),
-    };
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect((connect_to.as_str(), REST_PORT))
-            .await
-            .ok()?;
-        let body = body.unwrap_or("");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_string()))
-    };
-    tokio::time::timeout(timeout, fetch).await.ok().flatten()
-}
-
-/// The address of the ready JobManager pod (the leader: only it is ready), which the
-/// `<job>-jobmanager` Service routes to — reached at its pod IP, so the operator does not
-/// depend on cluster DNS. `None` when no JobManager pod is ready (the Service name is then
-/// tried).
-async fn ready_endpoint(names: &Names, ctx: &Context) -> Option<String> {
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={},app.kubernetes.io/component=jobmanager",
-            names.job
-        )))
-        .await
-        .ok()?;
-    pods.items.iter().find_map(|p| {
-        let status = p.status.as_ref()?;
-        let ready = status
-            .conditions
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready && p.metadata.deletion_timestamp.is_none() {
-            status.pod_ip.clone()
-        } else {
-            None
-        }
-    })
-}
-
-/// `GET path`, decoded; `None` when it does not answer in time or not with 200.
-async fn get_json<T: DeserializeOwned>(names: &Names, path: &str, ctx: &Context) -> Option<T> {
-    match request(names, "GET", path, None, ctx, ctx.rest_timeout).await? {
-        (200, body) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
-}
-
-/// The job and its checkpoints, from the JobManager.
-async fn job_report(names: &Names, ctx: &Context) -> Option<crate::report::JobReport> {
-    let overview = get_json(names, "/v1/job", ctx).await?;
-    let checkpoints = get_json(names, "/v1/job/checkpoints", ctx).await;
-    Some(crate::report::JobReport {
-        overview,
-        checkpoints,
-    })
-}
-
 fn condition(
     type_: &str,
     c: &Cond,
@@ -988,49 +903,145 @@ fn update_status(
     }
 }
 
-/// Asks the JobManager for a savepoint (`stop`: then stop the job); its request id, or why not.
-async fn trigger_savepoint(names: &Names, ctx: &Context, stop: bool) -> Result<String, String> {
-    let path = if stop {
-        "/v1/job/stop"
-    } else {
-        "/v1/job/savepoints"
-    };
-    let body = post_json(names, path, "{}", ctx).await?;
-    serde_json::from_str::<TriggerSavepointResponse>(&body)
-        .map(|r| r.request_id)
-        .map_err(|e| format!("POST {path}: unexpected answer {body:?}: {e}"))
+/// The leading JobManager's REST API, as one reconciliation reaches it.
+struct JobManagerRest {
+    /// `<job>-jobmanager.<namespace>.svc`, the `Host` of every request.
+    host: String,
+    /// Where to connect: the ready JobManager pod's IP (the pod the `<job>-jobmanager` Service
+    /// routes to, reached without depending on cluster DNS), what [`Context::resolve`] says,
+    /// else the Service name.
+    address: String,
+    /// How long a read may take.
+    timeout: Duration,
 }
 
-/// What the JobManager says about savepoint request `id`.
-async fn poll_savepoint(names: &Names, ctx: &Context, id: &str) -> Poll {
-    let path = format!("/v1/job/savepoints/{id}");
-    match request(names, "GET", &path, None, ctx, ctx.rest_timeout).await {
-        None => Poll::Unreachable,
-        Some((200, body)) => match serde_json::from_str::<SavepointInfo>(&body) {
-            Ok(i) => match (i.status, i.location) {
-                (OperationStatus::Completed, Some(path)) => Poll::Completed { path },
-                (OperationStatus::InProgress, _) => Poll::InProgress,
-                (_, _) => Poll::Failed(i.failure.unwrap_or_else(|| "failed".into())),
-            },
-            Err(e) => Poll::Failed(format!("GET {path}: unexpected answer: {e}")),
-        },
-        // A JobManager that does not know the request (it was replaced) will never finish it.
-        Some((404, _)) => Poll::Failed(format!(
-            "the JobManager does not know savepoint request {id} (it was restarted)"
-        )),
-        Some((code, body)) => Poll::Failed(format!("GET {path}: HTTP {code}: {body}")),
+impl JobManagerRest {
+    /// The REST API of the job's JobManager, given the job's pods.
+    fn new(names: &Names, ctx: &Context, pods: &[Pod]) -> Self {
+        let host = format!("{}.{}.svc", names.jobmanager(), names.namespace);
+        let ready_jobmanager = pods.iter().find_map(|p| {
+            let component = p.labels().get("app.kubernetes.io/component");
+            let status = p.status.as_ref()?;
+            let ready = status
+                .conditions
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (component.map(String::as_str) == Some("jobmanager")
+                && ready
+                && p.metadata.deletion_timestamp.is_none())
+            .then(|| status.pod_ip.clone())
+            .flatten()
+        });
+        let address = ctx
+            .resolve
+            .as_ref()
+            .and_then(|r| r(&host))
+            .or(ready_jobmanager)
+            .unwrap_or_else(|| host.clone());
+        Self {
+            host,
+            address,
+            timeout: ctx.rest_timeout,
+        }
     }
-}
 
-/// `POST path` with a JSON body; the answer's body on 2xx, else why not.
-async fn post_json(names: &Names, path: &str, body: &str, ctx: &Context) -> Result<String, String> {
-    // A POST starts an operation: it gets longer than a read to be answered, since a request
-    // that was carried out but not answered is only found again through the job's history.
-    let timeout = ctx.rest_timeout.max(Duration::from_secs(10));
-    match request(names, "POST", path, Some(body), ctx, timeout).await {
-        None => Err(format!("POST {path}: the JobManager did not answer")),
-        Some((code, body)) if (200..300).contains(&code) => Ok(body),
-        Some((code, body)) => Err(format!("POST {path}: HTTP {code}: {}", body.trim())),
+    /// One HTTP request: status code and body, or `None` when it does not answer in time.
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        timeout: Duration,
+    ) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = &self.host;
+        let fetch = async {
+            let mut s = tokio::net::TcpStream::connect((self.address.as_str(), REST_PORT))
+                .await
+                .ok()?;
+            let body = body.unwrap_or("");
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.ok()?;
+            let text = String::from_utf8_lossy(&raw);
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            let code = head.split_whitespace().nth(1)?.parse().ok()?;
+            Some((code, body.to_string()))
+        };
+        tokio::time::timeout(timeout, fetch).await.ok().flatten()
+    }
+
+    /// `GET path`, decoded; `None` when it does not answer in time or not with 200.
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Option<T> {
+        match self.request("GET", path, None, self.timeout).await? {
+            (200, body) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
+    /// `POST path` with a JSON body; the answer's body on 2xx, else why not.
+    async fn post_json(&self, path: &str, body: &str) -> Result<String, String> {
+        // A POST starts an operation: it gets longer than a read to be answered, since a
+        // request that was carried out but not answered is only found again through the job's
+        // history.
+        let timeout = self.timeout.max(Duration::from_secs(10));
+        match self.request("POST", path, Some(body), timeout).await {
+            None => Err(format!("POST {path}: the JobManager did not answer")),
+            Some((code, body)) if (200..300).contains(&code) => Ok(body),
+            Some((code, body)) => Err(format!("POST {path}: HTTP {code}: {}", body.trim())),
+        }
+    }
+
+    /// The job and its checkpoints.
+    async fn job_report(&self) -> Option<crate::report::JobReport> {
+        let overview = self.get_json("/v1/job").await?;
+        let checkpoints = self.get_json("/v1/job/checkpoints").await;
+        Some(crate::report::JobReport {
+            overview,
+            checkpoints,
+        })
+    }
+
+    /// Asks for a savepoint (`stop`: then stop the job); its request id, or why not.
+    async fn trigger_savepoint(&self, stop: bool) -> Result<String, String> {
+        let path = if stop {
+            "/v1/job/stop"
+        } else {
+            "/v1/job/savepoints"
+        };
+        let body = self.post_json(path, "{}").await?;
+        serde_json::from_str::<TriggerSavepointResponse>(&body)
+            .map(|r| r.request_id)
+            .map_err(|e| format!("POST {path}: unexpected answer {body:?}: {e}"))
+    }
+
+    /// What the JobManager says about savepoint request `id`.
+    async fn poll_savepoint(&self, id: &str) -> Poll {
+        let path = format!("/v1/job/savepoints/{id}");
+        match self.request("GET", &path, None, self.timeout).await {
+            None => Poll::Unreachable,
+            Some((200, body)) => match serde_json::from_str::<SavepointInfo>(&body) {
+                Ok(i) => match (i.status, i.location) {
+                    (OperationStatus::Completed, Some(path)) => Poll::Completed { path },
+                    (OperationStatus::InProgress, _) => Poll::InProgress,
+                    (_, _) => Poll::Failed(i.failure.unwrap_or_else(|| "failed".into())),
+                },
+                Err(e) => Poll::Failed(format!("GET {path}: unexpected answer: {e}")),
+            },
+            // A JobManager that does not know the request (it was replaced) will never finish
+            // it.
+            Some((404, _)) => Poll::Failed(format!(
+                "the JobManager does not know savepoint request {id} (it was restarted)"
+            )),
+            Some((code, body)) => Poll::Failed(format!("GET {path}: HTTP {code}: {body}")),
+        }
     }
 }
 

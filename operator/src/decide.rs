@@ -320,6 +320,11 @@ impl Decision {
         self
     }
 
+    fn with_step(mut self, step: Step) -> Self {
+        self.step = step;
+        self
+    }
+
     fn failing(mut self, message: impl Into<String>) -> Self {
         self.error = Some(message.into());
         self
@@ -498,13 +503,6 @@ fn first_deployment(o: &Observed) -> Decision {
         Cond::yes("Deploying", message),
         Cond::no("Deploying", "deploying"),
     )
-}
-
-impl Decision {
-    fn with_step(mut self, step: Step) -> Self {
-        self.step = step;
-        self
-    }
 }
 
 fn suspended(_o: &Observed) -> Decision {

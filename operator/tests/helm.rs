@@ -129,9 +129,8 @@ async fn the_helm_installed_operator_runs_and_upgrades_a_streamjob_with_its_own_
     let ns = TestNamespace::create("op-helm").await;
     let client = ns.client();
     weir_kube_test::install_crd(&client, StreamJob::crd()).await;
-    let dir = std::env::temp_dir().join(format!("weir-op-helm-{}", ns.name()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let test_dir = common::TestDir::new("weir-op-helm", &ns);
+    let dir = test_dir.0.clone();
 
     // The chart as a user installs it into this namespace, watching it.
     let release = format!("h{}", std::process::id());
@@ -179,13 +178,7 @@ async fn the_helm_installed_operator_runs_and_upgrades_a_streamjob_with_its_own_
     .await;
 
     // Upgraded through a savepoint by the operator pod.
-    jobs.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"image": "weir:v2"}})),
-    )
-    .await
-    .unwrap();
+    common::patch(&jobs, serde_json::json!({"image": "weir:v2"})).await;
     let old = first.job_status.as_ref().and_then(|j| j.job_id.clone());
     status_until(&jobs, "the upgrade", Duration::from_secs(180), |s| {
         running(s)
@@ -200,5 +193,4 @@ async fn the_helm_installed_operator_runs_and_upgrades_a_streamjob_with_its_own_
     // Deleted with a final savepoint; the finalizer released by the operator pod.
     common::delete_until_gone(&jobs, Duration::from_secs(120)).await;
     drop(kubelet);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,20 +17,21 @@ mod common;
 #[path = "../../runtime/kafka/tests/test_support/mod.rs"]
 mod test_support;
 
-use common::{running, start_controller, status_until, weir_binary};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use common::{
+    TestBucket, TestDir, job_id, manifest, patch, running, start_controller, status_until,
+    weir_binary,
+};
+use k8s_openapi::api::core::v1::Pod;
 use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use std::path::PathBuf;
+use kube::api::{Api, DeleteParams, PostParams};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use test_support::Topics;
-use weir_api::{JobState, LifecycleState, SavepointTriggerType, StreamJob, StreamJobStatus};
+use weir_api::{JobState, LifecycleState, SavepointTriggerType, StreamJob};
 use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
 use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
-use weir_s3::{S3Settings, S3Storage};
 
 const COUNT: u64 = 12_000;
 
@@ -44,44 +45,8 @@ fn orders_config() -> OrdersConfig {
     }
 }
 
-fn s3_endpoint() -> String {
-    std::env::var("WEIR_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:28333".into())
-}
-
-fn s3_settings() -> S3Settings {
-    S3Settings {
-        endpoint: Some(s3_endpoint()),
-        region: Some("us-east-1".into()),
-        ..Default::default()
-    }
-}
-
-struct Cleanup {
-    dir: PathBuf,
-    bucket: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("pod logs in {}", self.dir.join("pods").display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-        let bucket = self.bucket.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(s) = S3Storage::open(&format!("s3://{bucket}"), s3_settings()) {
-                use weir_core::checkpoint::storage::CheckpointStorage;
-                let _ = s.discard(&format!("s3://{bucket}/orders"));
-                let _ = s.delete_bucket(&bucket);
-            }
-        })
-        .join();
-    }
-}
-
 fn spec(
-    bucket: &str,
+    bucket: &TestBucket,
     bootstrap: &str,
     input: &str,
     output: &str,
@@ -95,53 +60,16 @@ fn spec(
                          "bounded": bounded.to_string()}},
         "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
         "taskManager": {"replicas": 2, "slots": 1},
-        "checkpointing": {
-            "interval": "1s",
-            "storage": format!("s3://{bucket}/orders"),
-            "s3": {"endpoint": s3_endpoint(), "region": "us-east-1", "pathStyle": true,
-                   "credentialsSecret": {"name": "orders-s3"}},
-        },
+        "checkpointing": bucket.checkpointing("1s"),
         "restartStrategy": {"type": "fixedDelay", "attempts": 1000, "delay": "300ms"},
         "upgrade": {"savepointTimeout": "60s",
                     "rollback": {"readinessTimeout": "90s", "stableCheckpoints": 2}},
     })
 }
 
-fn manifest(spec: serde_json::Value) -> StreamJob {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
-        "metadata": {"name": "orders"},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
-    jobs.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "spec": spec })),
-    )
-    .await
-    .unwrap();
-}
-
-fn job_id(s: &StreamJobStatus) -> Option<String> {
-    s.job_status.as_ref().and_then(|j| j.job_id.clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deletion() {
-    let (access_key, secret_key) = match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(a), Ok(s)) => (a, s),
-        _ => panic!(
-            "S3 credentials missing: start the server with `bash .ci/s3.sh start` and export \
-             its settings with `eval \"$(bash .ci/s3.sh env)\"`"
-        ),
-    };
+    let bucket = TestBucket::create("weir-kafka-lifecycle").await;
     let mut topics = tokio::task::spawn_blocking(Topics::new).await.unwrap();
     let bootstrap = topics.bootstrap.clone();
     let input = topics.create("lifecycle-orders", 4);
@@ -149,37 +77,9 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
 
     let ns = TestNamespace::create("op-kafka").await;
     weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
-    let dir = std::env::temp_dir().join(format!("weir-op-kafka-{}", ns.name()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bucket = format!("weir-kafka-lifecycle-{}", std::process::id());
-    {
-        let bucket = bucket.clone();
-        tokio::task::spawn_blocking(move || {
-            let admin = S3Storage::open(&format!("s3://{bucket}"), s3_settings()).unwrap();
-            if let Err(e) = admin.create_bucket(&bucket) {
-                panic!("{e}\nstart the S3 server with `bash .ci/s3.sh start`");
-            }
-        })
-        .await
-        .unwrap();
-    }
-    let _cleanup = Cleanup {
-        dir: dir.clone(),
-        bucket: bucket.clone(),
-    };
-    let secrets: Api<Secret> = ns.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-s3"},
-                "stringData": {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let test_dir = TestDir::new("weir-op-kafka", &ns);
+    let dir = test_dir.0.clone();
+    common::s3_secret(&ns).await;
 
     // The orders arrive while the job runs: 500 every 250 ms.
     let produced = Arc::new(AtomicBool::new(false));

@@ -17,34 +17,25 @@
 
 mod common;
 
-use common::{running, start_controller, status_until, weir_binary};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use common::{
+    TestBucket, TestDir, job_id, manifest, patch, running, start_controller, status_until,
+    weir_binary,
+};
+use k8s_openapi::api::core::v1::Pod;
 use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use std::path::{Path, PathBuf};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_api::{LifecycleState, SavepointTriggerType, StreamJob, StreamJobStatus};
 use weir_core::checkpoint::storage::CheckpointStorage;
 use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
 use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
-use weir_s3::{S3Settings, S3Storage};
+use weir_s3::S3Storage;
 
 const COUNT: u64 = 60_000;
 const USERS: u64 = 50;
 const SEED: u64 = 7;
-
-fn s3_endpoint() -> String {
-    std::env::var("WEIR_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:28333".into())
-}
-
-fn s3_settings() -> S3Settings {
-    S3Settings {
-        endpoint: Some(s3_endpoint()),
-        region: Some("us-east-1".into()),
-        ..Default::default()
-    }
-}
 
 /// Runs `f` off the async runtime (the S3 client blocks on a runtime of its own).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -55,13 +46,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn exists(bucket: &str, location: &str) -> bool {
     let (bucket, location) = (bucket.to_string(), location.to_string());
     blocking(move || {
-        let s = S3Storage::open(&format!("s3://{bucket}"), s3_settings()).unwrap();
+        let s = S3Storage::open(&format!("s3://{bucket}"), common::s3_settings()).unwrap();
         s.read_file(&location, "_metadata").is_ok()
     })
     .await
 }
 
-fn spec(dir: &Path, bucket: &str, rate: &str, image: &str) -> serde_json::Value {
+fn spec(dir: &Path, bucket: &TestBucket, rate: &str, image: &str) -> serde_json::Value {
     serde_json::json!({
         "image": image,
         "job": {"program": "orders", "parallelism": 2,
@@ -70,12 +61,7 @@ fn spec(dir: &Path, bucket: &str, rate: &str, image: &str) -> serde_json::Value 
                          "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
         "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
         "taskManager": {"replicas": 2, "slots": 1},
-        "checkpointing": {
-            "interval": "500ms",
-            "storage": format!("s3://{bucket}/orders"),
-            "s3": {"endpoint": s3_endpoint(), "region": "us-east-1", "pathStyle": true,
-                   "credentialsSecret": {"name": "orders-s3"}},
-        },
+        "checkpointing": bucket.checkpointing("500ms"),
         "restartStrategy": {"type": "fixedDelay", "attempts": 1000, "delay": "300ms"},
         "upgrade": {"savepointTimeout": "60s",
                     "rollback": {"readinessTimeout": "45s", "stableCheckpoints": 2}},
@@ -83,31 +69,8 @@ fn spec(dir: &Path, bucket: &str, rate: &str, image: &str) -> serde_json::Value 
     })
 }
 
-fn manifest(spec: serde_json::Value) -> StreamJob {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
-        "metadata": {"name": "orders"},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
-    jobs.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "spec": spec })),
-    )
-    .await
-    .unwrap();
-}
-
 fn lifecycle(s: &StreamJobStatus) -> Option<LifecycleState> {
     s.lifecycle_state
-}
-
-fn job_id(s: &StreamJobStatus) -> Option<String> {
-    s.job_status.as_ref().and_then(|j| j.job_id.clone())
 }
 
 async fn pods_of(pods: &Api<Pod>) -> Vec<Pod> {
@@ -136,81 +99,21 @@ fn committed(dir: &Path) -> Vec<UserSummary> {
     out
 }
 
-struct Cleanup {
-    dir: PathBuf,
-    bucket: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        // The pods' logs stay for a failed test.
-        if std::thread::panicking() {
-            eprintln!("pod logs in {}", self.dir.join("pods").display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-        let bucket = self.bucket.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(s) = S3Storage::open(&format!("s3://{bucket}"), s3_settings()) {
-                let _ = s.discard(&format!("s3://{bucket}/orders"));
-                let _ = s.delete_bucket(&bucket);
-            }
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_without_losing_a_record()
 {
-    let (access_key, secret_key) = match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(a), Ok(s)) => (a, s),
-        _ => panic!(
-            "S3 credentials missing: start the server with `bash .ci/s3.sh start` and export \
-             its settings with `eval \"$(bash .ci/s3.sh env)\"`"
-        ),
-    };
     let ns = TestNamespace::create("op-lifecycle").await;
     weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
-    let dir = std::env::temp_dir().join(format!("weir-op-lifecycle-{}", ns.name()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bucket = format!("weir-lifecycle-{}", std::process::id());
-    {
-        let bucket = bucket.clone();
-        blocking(move || {
-            let admin = S3Storage::open(&format!("s3://{bucket}"), s3_settings()).unwrap();
-            if let Err(e) = admin.create_bucket(&bucket) {
-                panic!("{e}\nstart the S3 server with `bash .ci/s3.sh start`");
-            }
-        })
-        .await;
-    }
-    let _cleanup = Cleanup {
-        dir: dir.clone(),
-        bucket: bucket.clone(),
-    };
-    // The pods and the operator read the S3 credentials from this Secret.
-    let secrets: Api<Secret> = ns.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-s3"},
-                "stringData": {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let test_dir = TestDir::new("weir-op-lifecycle", &ns);
+    let dir = test_dir.0.clone();
+    let test_bucket = TestBucket::create("weir-lifecycle").await;
+    let bucket = test_bucket.0.clone();
+    common::s3_secret(&ns).await;
     let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
     let controller = start_controller(&ns, &kubelet);
     let jobs: Api<StreamJob> = ns.api();
     let pods: Api<Pod> = ns.api();
-    let v1 = spec(&dir, &bucket, "150", "weir:v1");
+    let v1 = spec(&dir, &test_bucket, "150", "weir:v1");
     jobs.create(&PostParams::default(), &manifest(v1.clone()))
         .await
         .unwrap();
@@ -385,7 +288,7 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
     // final savepoint and runs to the end of its input.
     jobs.create(
         &PostParams::default(),
-        &manifest(spec(&dir, &bucket, "0", "weir:v2")),
+        &manifest(spec(&dir, &test_bucket, "0", "weir:v2")),
     )
     .await
     .unwrap();

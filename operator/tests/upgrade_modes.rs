@@ -13,41 +13,14 @@
 
 mod common;
 
-use common::{running, start_controller, status_until, weir_binary};
+use common::{TestDir, job_id, patch, running, start_controller, status_until, weir_binary};
 use kube::CustomResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use std::path::PathBuf;
+use kube::api::{Api, PostParams};
 use std::time::{Duration, Instant};
 use weir_api::rest::JobOverview;
 use weir_api::{SavepointTriggerType, StreamJob, StreamJobStatus};
 use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
-
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("pod logs in {}", self.0.join("pods").display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
-    jobs.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "spec": spec })),
-    )
-    .await
-    .unwrap();
-}
-
-fn job_id(s: &StreamJobStatus) -> Option<String> {
-    s.job_status.as_ref().and_then(|j| j.job_id.clone())
-}
 
 /// `GET /v1/job` of the job's JobManager, through the stand-in's Service proxy.
 async fn overview(kubelet: &Kubelet, ns: &str) -> Option<JobOverview> {
@@ -69,10 +42,8 @@ async fn overview(kubelet: &Kubelet, ns: &str) -> Option<JobOverview> {
 async fn savepoints_on_request_and_on_schedule_rescaling_last_state_stateless_and_dispose() {
     let ns = TestNamespace::create("op-modes").await;
     weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
-    let dir = std::env::temp_dir().join(format!("weir-op-modes-{}", ns.name()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = Cleanup(dir.clone());
+    let test_dir = TestDir::new("weir-op-modes", &ns);
+    let dir = test_dir.0.clone();
     let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
     let controller = start_controller(&ns, &kubelet);
     let checkpoints = dir.join("checkpoints");

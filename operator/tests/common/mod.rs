@@ -75,12 +75,7 @@ pub fn orders_job(dir: &std::path::Path, patch: serde_json::Value) -> StreamJob 
         "restartStrategy": {"type": "fixedDelay", "attempts": 100, "delay": "200ms"},
     });
     weir_operator::resources::merge(&mut spec, &patch);
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
-        "metadata": {"name": "orders"},
-        "spec": spec,
-    }))
-    .unwrap()
+    manifest(spec)
 }
 
 /// Deletes the StreamJob `orders` and waits until it is gone (its finalizer released).
@@ -93,4 +88,148 @@ pub async fn delete_until_gone(jobs: &Api<StreamJob>, timeout: Duration) {
         assert!(Instant::now() < deadline, "the StreamJob was not deleted");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// The StreamJob `orders` with `spec`.
+pub fn manifest(spec: serde_json::Value) -> StreamJob {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+        "metadata": {"name": "orders"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// Merges `spec` into the StreamJob `orders`' spec.
+pub async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
+    jobs.patch(
+        "orders",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .unwrap();
+}
+
+/// The id of the run the status reports.
+pub fn job_id(s: &StreamJobStatus) -> Option<String> {
+    s.job_status.as_ref().and_then(|j| j.job_id.clone())
+}
+
+/// A test's working directory (pod files and logs, checkpoints, output), named after its
+/// namespace; removed afterwards, except for a failed test, whose pod logs it points to.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    /// A fresh directory for the test in `ns`.
+    pub fn new(prefix: &str, ns: &TestNamespace) -> Self {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", ns.name()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("pod logs in {}", self.0.join("pods").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The S3 server `.ci/s3.sh` starts.
+pub fn s3_endpoint() -> String {
+    std::env::var("WEIR_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:28333".into())
+}
+
+/// Settings for the test's own S3 client.
+pub fn s3_settings() -> weir_s3::S3Settings {
+    weir_s3::S3Settings {
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    }
+}
+
+/// The key pair of the S3 server, from the environment `.ci/s3.sh env` sets.
+fn s3_credentials() -> (String, String) {
+    match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(a), Ok(s)) => (a, s),
+        _ => panic!(
+            "S3 credentials missing: start the server with `bash .ci/s3.sh start` and export \
+             its settings with `eval \"$(bash .ci/s3.sh env)\"`"
+        ),
+    }
+}
+
+/// A bucket of the test's own, with the StreamJob's checkpoints under `orders/`; emptied and
+/// deleted afterwards.
+pub struct TestBucket(pub String);
+
+impl TestBucket {
+    /// Creates the bucket `<base>-<pid>`.
+    pub async fn create(base: &str) -> Self {
+        s3_credentials();
+        let bucket = format!("{base}-{}", std::process::id());
+        let name = bucket.clone();
+        tokio::task::spawn_blocking(move || {
+            let admin = weir_s3::S3Storage::open(&format!("s3://{name}"), s3_settings()).unwrap();
+            if let Err(e) = admin.create_bucket(&name) {
+                panic!("{e}\nstart the S3 server with `bash .ci/s3.sh start`");
+            }
+        })
+        .await
+        .unwrap();
+        Self(bucket)
+    }
+
+    /// The StreamJob's `spec.checkpointing` in this bucket, every `interval`, with the
+    /// credentials of the Secret [`s3_secret`] creates.
+    pub fn checkpointing(&self, interval: &str) -> serde_json::Value {
+        serde_json::json!({
+            "interval": interval,
+            "storage": format!("s3://{}/orders", self.0),
+            "s3": {"endpoint": s3_endpoint(), "region": "us-east-1", "pathStyle": true,
+                   "credentialsSecret": {"name": "orders-s3"}},
+        })
+    }
+}
+
+impl Drop for TestBucket {
+    fn drop(&mut self) {
+        let bucket = self.0.clone();
+        // The S3 client blocks on a runtime of its own: not on the test's.
+        let _ = std::thread::spawn(move || {
+            use weir_core::checkpoint::storage::CheckpointStorage;
+            if let Ok(s) = weir_s3::S3Storage::open(&format!("s3://{bucket}"), s3_settings()) {
+                let _ = s.discard(&format!("s3://{bucket}/orders"));
+                let _ = s.delete_bucket(&bucket);
+            }
+        })
+        .join();
+    }
+}
+
+/// The Secret `orders-s3` in `ns` with the S3 server's key pair: the pods and the operator read
+/// the credentials from it.
+pub async fn s3_secret(ns: &TestNamespace) {
+    let (access_key, secret_key) = s3_credentials();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    secrets
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-s3"},
+                "stringData": {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
 }
