@@ -359,7 +359,7 @@ impl<T> KafkaSource<T> {
             }
             _ => None,
         };
-        let mut reader = KafkaReader {
+        let reader = KafkaReader {
             consumer: Some(consumer),
             parts,
             deserialize: self.deserialize.clone(),
@@ -385,8 +385,8 @@ impl<T> KafkaSource<T> {
                     found: Counter::new(&self.discovered, ctx, "kafkaPartitionsDiscovered"),
                 }),
             },
+            assigned: false,
         };
-        reader.assign()?;
         Ok(reader)
     }
 }
@@ -483,6 +483,11 @@ struct KafkaReader<T> {
     /// An error found where none can be returned (flushing dead letters at a barrier).
     deferred_error: Mutex<Option<String>>,
     discovery: Option<Discovery>,
+    /// Whether the consumer has the current assignment. The first poll assigns, after any
+    /// `restore`: librdkafka (up to 2.15, issue #5573) can abort the process when an
+    /// assignment is replaced, or the consumer closed, while the previous assignment's
+    /// partitions are still stopping, so a reader changes its assignment once.
+    assigned: bool,
 }
 
 impl<T> KafkaReader<T> {
@@ -665,6 +670,10 @@ impl<T> KafkaReader<T> {
         {
             return Err(KafkaConnectorError::Config(e));
         }
+        if !self.assigned {
+            self.assign()?;
+            self.assigned = true;
+        }
         self.discover()?;
         if self.parts.values().all(|p| p.done) {
             return Ok(if self.parts.values().all(|p| p.stop.is_some()) {
@@ -823,9 +832,10 @@ impl<T: Send> SourceReader<T> for KafkaReader<T> {
             }
         }
         // Partitions of another subtask cannot appear in `pos`: sources restore at the
-        // parallelism they had, and assignment is a pure function of it.
-        self.assign()
-            .map_err(KafkaConnectorError::into_source_error)
+        // parallelism they had, and assignment is a pure function of it. The next poll
+        // assigns at the restored positions.
+        self.assigned = false;
+        Ok(())
     }
 
     fn watermark(&mut self) -> Option<i64> {
