@@ -1386,7 +1386,9 @@ pub struct JobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
 
-    /// When this information was last refreshed (RFC 3339).
+    /// When the operator saw the job's id, state or start time change (RFC 3339). It is not
+    /// refreshed by every look at an unchanged job: a status written on every reconciliation
+    /// would start the next one at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<String>,
 }

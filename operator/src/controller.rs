@@ -14,7 +14,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -74,7 +73,7 @@ pub struct Context {
     /// The API client.
     pub client: Client,
     /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     /// How long the JobManager's REST API may take to answer.
     pub rest_timeout: Duration,
     /// The operator's metrics.
@@ -94,16 +93,10 @@ impl Context {
         instance: Option<String>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance,
-            },
-        );
+        let events = crate::events::Events::new(client.clone(), FIELD_MANAGER, instance);
         Self {
             client,
-            recorder,
+            events,
             rest_timeout: Duration::from_secs(2),
             metrics,
             resolve: None,
@@ -158,18 +151,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
 fn error_policy(job: Arc<StreamJob>, e: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!("reconciling {}: {e}", job.name_any());
     // Every error also becomes an Event on the StreamJob, where `kubectl describe` shows it.
-    let (ev, reference) = (
-        Event {
-            type_: EventType::Warning,
-            reason: "ReconcileFailed".into(),
-            note: Some(e.to_string()),
-            action: "Reconcile".into(),
-            secondary: None,
-        },
-        job.object_ref(&()),
-    );
+    let (note, reference) = (e.to_string(), job.object_ref(&()));
     tokio::spawn(async move {
-        let _ = ctx.recorder.publish(&ev, &reference).await;
+        let _ = ctx
+            .events
+            .publish(&reference, true, "ReconcileFailed", "Reconcile", &note)
+            .await;
     });
     Action::requeue(Duration::from_secs(5))
 }
@@ -612,7 +599,7 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
                 decision.progressing.message.clone(),
             )
         };
-        publish_owned(&ctx, &job, warning, reason, note).await;
+        publish(&ctx, &job, warning, &reason, note).await;
     }
     // While something is under way the job is looked at more often.
     let busy = status.pending_savepoint.is_some()
@@ -624,28 +611,12 @@ async fn reconcile_inner(cached: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Ac
 }
 
 async fn publish(ctx: &Context, job: &StreamJob, warning: bool, reason: &str, note: String) {
-    publish_owned(ctx, job, warning, reason.to_string(), note).await;
-}
-
-async fn publish_owned(
-    ctx: &Context,
-    job: &StreamJob,
-    warning: bool,
-    reason: String,
-    note: String,
-) {
-    let ev = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason,
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &job.object_ref(&())).await {
+    let reference = job.object_ref(&());
+    if let Err(e) = ctx
+        .events
+        .publish(&reference, warning, reason, "Reconcile", &note)
+        .await
+    {
         tracing::warn!("publishing an event for {}: {e}", job.name_any());
     }
 }

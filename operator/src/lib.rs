@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod decide;
+pub mod events;
 pub mod metrics;
 pub mod report;
 pub mod resources;

@@ -38,12 +38,26 @@ pub fn rfc3339(ms: i64) -> String {
 /// Writes the report into `status`; `now_ms` is when it was fetched.
 pub fn apply(status: &mut StreamJobStatus, r: &JobReport, now_ms: i64) {
     let o = &r.overview;
-    status.job_status = Some(JobStatus {
+    let mut job = JobStatus {
         job_id: Some(o.job_id.clone()),
         state: Some(o.state),
         start_time: Some(rfc3339(o.start_time_ms)),
-        update_time: Some(rfc3339(now_ms)),
-    });
+        update_time: None,
+    };
+    // Unchanged since the last look: the status stays byte for byte the same, so writing it
+    // is skipped and does not wake the controller again.
+    job.update_time = match &status.job_status {
+        Some(old)
+            if JobStatus {
+                update_time: None,
+                ..old.clone()
+            } == job =>
+        {
+            old.update_time.clone()
+        }
+        _ => Some(rfc3339(now_ms)),
+    };
+    status.job_status = Some(job);
     status.restart_count = o.num_restarts;
     let Some(c) = &r.checkpoints else { return };
     if let Some(done) = c.latest_completed.as_ref().filter(|c| !c.is_savepoint)
@@ -124,6 +138,23 @@ mod tests {
         assert_eq!(s.restored_from.as_deref(), Some("s3://b/orders/chk-4"));
         assert_eq!(s.restart_count, 0);
         assert!(s.last_savepoint.is_none());
+    }
+
+    #[test]
+    fn an_unchanged_job_leaves_the_status_as_it_was() {
+        let mut s = StreamJobStatus::default();
+        apply(&mut s, &report(), 1_700_000_006_000);
+        let first = s.clone();
+        // Looked at again later: nothing to write, so the watch does not fire again.
+        apply(&mut s, &report(), 1_700_000_009_000);
+        assert_eq!(s, first);
+        // A restart into a new run: its id and the time it was seen.
+        let mut r = report();
+        r.overview.job_id = "orders-2".into();
+        apply(&mut s, &r, 1_700_000_012_000);
+        let js = s.job_status.as_ref().unwrap();
+        assert_eq!(js.job_id.as_deref(), Some("orders-2"));
+        assert_eq!(js.update_time.as_deref(), Some("2023-11-14T22:13:32Z"));
     }
 
     #[test]

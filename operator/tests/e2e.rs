@@ -11,11 +11,12 @@
 
 mod common;
 
-use common::{running, start_controller, status_until, weir_binary};
+use common::{running, start_controller, start_controller_with, status_until, weir_binary};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_api::{StreamJob, StreamJobStatus};
 use weir_kube_test::TestNamespace;
@@ -32,28 +33,36 @@ struct Setup {
 /// A namespace with the CRD, the kubelet stand-in and the controller, and the StreamJob
 /// `orders` created with `restart_strategy`.
 async fn setup(prefix: &str, restart_strategy: serde_json::Value) -> Setup {
+    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
+    setup_with(prefix, restart_strategy, serde_json::json!({}), metrics).await
+}
+
+/// [`setup`] with `patch` merged into the spec and the controller counting into `metrics`.
+async fn setup_with(
+    prefix: &str,
+    restart_strategy: serde_json::Value,
+    patch: serde_json::Value,
+    metrics: Arc<weir_operator::metrics::Metrics>,
+) -> Setup {
     let ns = TestNamespace::create(prefix).await;
     weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
     let dir = std::env::temp_dir().join(format!("weir-op-e2e-{}", ns.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
-    let controller = start_controller(&ns, &kubelet);
-    let job: StreamJob = serde_json::from_value(serde_json::json!({
-        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
-        "metadata": {"name": "orders"},
-        "spec": {
-            "job": {"program": "orders", "parallelism": 2,
-                    "args": {"rate": "500", "users": "50",
-                             "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
-            "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
-            "taskManager": {"replicas": 2, "slots": 1},
-            "checkpointing": {"interval": "500ms",
-                              "storage": format!("file://{}", dir.join("checkpoints").display())},
-            "restartStrategy": restart_strategy,
-        },
-    }))
-    .unwrap();
+    let controller = start_controller_with(&ns, &kubelet, metrics);
+    let mut spec = serde_json::json!({
+        "job": {"program": "orders", "parallelism": 2,
+                "args": {"rate": "500", "users": "50",
+                         "sink": format!("exactly-once-file:{}", dir.join("out").display())}},
+        "jobManager": {"heartbeat": {"interval": "200ms", "timeout": "3s"}},
+        "taskManager": {"replicas": 2, "slots": 1},
+        "checkpointing": {"interval": "500ms",
+                          "storage": format!("file://{}", dir.join("checkpoints").display())},
+        "restartStrategy": restart_strategy,
+    });
+    weir_operator::resources::merge(&mut spec, &patch);
+    let job = common::manifest(spec);
     let jobs: Api<StreamJob> = ns.api();
     jobs.create(&PostParams::default(), &job).await.unwrap();
     Setup {
@@ -242,6 +251,56 @@ async fn a_restarted_operator_does_not_repeat_actions() {
             .generation,
         generation_before,
         "the Deployment was not changed"
+    );
+}
+
+/// Reconciliations of StreamJobs so far, from the operator's metrics.
+fn reconciliations(metrics: &weir_operator::metrics::Metrics) -> u64 {
+    metrics
+        .render()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("weir_operator_reconciliations_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A job whose state does not change is looked at on the resync interval, not continuously:
+/// a status written on every reconciliation (a refresh time) would wake the controller again
+/// at once, many times a second, each time calling the JobManager and the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unchanged_job_is_not_reconciled_over_and_over() {
+    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
+    let s = setup_with(
+        "op-e2e-quiet",
+        serde_json::json!({"type": "fixedDelay", "attempts": 100, "delay": "200ms"}),
+        // No checkpoint within the test: nothing in the status has a reason to change.
+        serde_json::json!({"checkpointing": {"interval": "1h"}}),
+        metrics.clone(),
+    )
+    .await;
+    status_until(
+        &s.jobs,
+        "running and ready",
+        Duration::from_secs(120),
+        |st| {
+            running(st)
+                && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        },
+    )
+    .await;
+    // Whatever the start still had to settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = reconciliations(&metrics);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = reconciliations(&metrics) - before;
+    // One resync (every 10 s) at most, and a little slack for late watch events.
+    assert!(
+        during <= 3,
+        "{during} reconciliations in 6 s of an unchanged job"
     );
 }
 

@@ -48,12 +48,21 @@ pub fn running(s: &StreamJobStatus) -> bool {
 
 /// The controller for `ns`, reaching the JobManagers through the stand-in's Service proxies.
 pub fn start_controller(ns: &TestNamespace, kubelet: &Kubelet) -> tokio::task::JoinHandle<()> {
+    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
+    start_controller_with(ns, kubelet, metrics)
+}
+
+/// [`start_controller`] counting into `metrics`.
+pub fn start_controller_with(
+    ns: &TestNamespace,
+    kubelet: &Kubelet,
+    metrics: Arc<weir_operator::metrics::Metrics>,
+) -> tokio::task::JoinHandle<()> {
     // `RUST_LOG=weir_operator=debug` shows every decision.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let metrics = Arc::new(weir_operator::metrics::Metrics::new().unwrap());
     let mut ctx = controller::Context::new(ns.client(), Some("e2e".into()), metrics);
     ctx.resolve = Some(Arc::new(kubelet.resolver()));
     let (ctx, name) = (Arc::new(ctx), ns.name().to_string());
