@@ -641,19 +641,18 @@ async fn retention(
         .chain(status.last_savepoint.as_ref().map(|s| s.path.clone()))
         .chain(status.restored_from.clone())
         .collect();
-    let max_age = keep.max_age.map(ms);
-    let count = status.savepoint_history.len();
-    let excess = count.saturating_sub(keep.max_count as usize);
-    let dispose: Vec<String> = status
+    let history: Vec<(String, Option<i64>)> = status
         .savepoint_history
         .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            let old = max_age.is_some_and(|m| parse_ms(&s.time).is_some_and(|t| now - t > m));
-            (*i < excess || old) && !protected.contains(&s.path)
-        })
-        .map(|(_, s)| s.path.clone())
+        .map(|s| (s.path.clone(), parse_ms(&s.time)))
         .collect();
+    let dispose = crate::decide::to_dispose(
+        &history,
+        keep.max_count as usize,
+        keep.max_age.map(ms),
+        &protected,
+        now,
+    );
     if dispose.is_empty() {
         return Vec::new();
     }

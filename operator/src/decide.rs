@@ -1175,9 +1175,132 @@ fn deleting(o: &Observed) -> Decision {
     }
 }
 
+/// The savepoints of `history` (path, completion time; oldest first) to dispose of: those
+/// beyond the newest `max_count`, and those older than `max_age_ms` at `now_ms` — except the
+/// `protected` ones (what the deployment restores, what a rollback would, the latest, what the
+/// current run was restored from), kept whatever their age or number. A time that cannot be
+/// read never makes a savepoint old.
+pub fn to_dispose(
+    history: &[(String, Option<i64>)],
+    max_count: usize,
+    max_age_ms: Option<i64>,
+    protected: &[String],
+    now_ms: i64,
+) -> Vec<String> {
+    let excess = history.len().saturating_sub(max_count);
+    history
+        .iter()
+        .enumerate()
+        .filter(|(i, (path, time))| {
+            let old = max_age_ms.zip(*time).is_some_and(|(m, t)| now_ms - t > m);
+            (*i < excess || old) && !protected.contains(path)
+        })
+        .map(|(_, (path, _))| path.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_by_count_and_age_never_touches_protected_savepoints() {
+        let h = |entries: &[(&str, Option<i64>)]| -> Vec<(String, Option<i64>)> {
+            entries.iter().map(|(p, t)| (p.to_string(), *t)).collect()
+        };
+        let three = h(&[("a", Some(1_000)), ("b", Some(2_000)), ("c", Some(3_000))]);
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(
+            &str,
+            Vec<(String, Option<i64>)>,
+            usize,
+            Option<i64>,
+            Vec<&str>,
+            Vec<&str>,
+        )> = vec![
+            (
+                "within the count, no age limit: nothing",
+                three.clone(),
+                3,
+                None,
+                vec![],
+                vec![],
+            ),
+            (
+                "one too many: the oldest",
+                three.clone(),
+                2,
+                None,
+                vec![],
+                vec!["a"],
+            ),
+            (
+                "count 0 keeps the protected latest",
+                three.clone(),
+                0,
+                None,
+                vec!["c"],
+                vec!["a", "b"],
+            ),
+            (
+                "the oldest is protected: kept, the next goes",
+                three.clone(),
+                1,
+                None,
+                vec!["a", "c"],
+                vec!["b"],
+            ),
+            (
+                "older than the age at now=4000: a and b",
+                three.clone(),
+                10,
+                Some(1_500),
+                vec![],
+                vec!["a", "b"],
+            ),
+            (
+                "age exactly reached is not older",
+                three.clone(),
+                10,
+                Some(2_000),
+                vec![],
+                vec!["a"],
+            ),
+            (
+                "age and count together",
+                three.clone(),
+                2,
+                Some(2_500),
+                vec![],
+                vec!["a"],
+            ),
+            (
+                "by age, the protected stay",
+                three.clone(),
+                10,
+                Some(0),
+                vec!["c"],
+                vec!["a", "b"],
+            ),
+            (
+                "an unreadable time is never old",
+                h(&[("x", None), ("y", Some(1_000))]),
+                10,
+                Some(100),
+                vec![],
+                vec!["y"],
+            ),
+            ("empty history", vec![], 0, Some(0), vec![], vec![]),
+        ];
+        for (what, history, max_count, max_age, protected, want) in cases {
+            let protected: Vec<String> = protected.into_iter().map(String::from).collect();
+            assert_eq!(
+                to_dispose(&history, max_count, max_age, &protected, 4_000),
+                want,
+                "{what}"
+            );
+        }
+    }
     use LifecycleState as L;
     use SavepointTriggerType as T;
 
