@@ -1549,6 +1549,29 @@ mod tests {
         }
     }
 
+    /// A savepoint directory that cannot be listed is an error naming it and the way out, not
+    /// a silent start from the older checkpoint.
+    #[test]
+    fn an_unreadable_savepoint_directory_stops_the_start_with_a_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("checkpoints");
+        snapshot(&storage.join("chk-4"), 4, 1_000_000, false);
+        std::fs::write(storage.join("savepoints"), b"not a directory").unwrap();
+        let mut spec = StreamJobSpec::for_program("orders");
+        spec.checkpointing = Some(CheckpointingSpec::new(format!(
+            "file://{}",
+            storage.display()
+        )));
+        let e = restore_plan(Path::new("m.yaml"), &spec, None, true, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{}/savepoints", storage.display())),
+            "{e}"
+        );
+        assert!(e.contains("Fix:") && e.contains("--from-savepoint"), "{e}");
+    }
+
     #[test]
     fn checkpoints_after_is_ignored_without_from_latest_checkpoint() {
         let mut spec = StreamJobSpec::for_program("orders");

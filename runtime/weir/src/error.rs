@@ -139,7 +139,12 @@ pub enum CliError {
     },
 
     /// The checkpoint storage could not be searched for the latest checkpoint.
-    #[error("cannot look for the latest checkpoint in {storage}: {message}")]
+    #[error(
+        "cannot look for the latest checkpoint in {storage}: {message}. Nothing older is restored \
+         instead, since it could replay what a newer snapshot there committed. Fix: make the \
+         location readable (credentials, permissions, or whatever is in the way at that path), \
+         or start from a known snapshot with --from-savepoint <path>"
+    )]
     LatestCheckpoint {
         /// The storage URI.
         storage: String,
