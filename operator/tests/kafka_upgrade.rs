@@ -5,10 +5,11 @@
 //!
 //! Orders are produced into a topic while the `orders-kafka` job (Kafka source, 10-minute
 //! windows, transactional Kafka sink) runs under the operator: a TaskManager pod is killed and
-//! the job recovers from its S3 checkpoint; the spec changes and the job is upgraded through a
-//! savepoint; it is suspended with a savepoint and resumed; the StreamJob is deleted with a final
-//! savepoint and created again on the same storage, now bounded, so it runs to the end of the
-//! input. What a `read_committed` consumer sees in the output topic equals the summaries
+//! the job recovers from its S3 checkpoint; the image changes and the job is rescaled from 2 to
+//! 3 subtasks through a savepoint (the Kafka source's partition positions redistributed over the
+//! new readers); it is suspended with a savepoint and resumed; the StreamJob is deleted with a
+//! final savepoint and created again on the same storage at parallelism 2, now bounded, so it
+//! runs to the end of the input. What a `read_committed` consumer sees in the output topic equals the summaries
 //! computed straight from the orders: nothing lost, nothing duplicated.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
@@ -137,9 +138,15 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
     })
     .await;
 
-    // Upgraded through a savepoint.
+    // Upgraded and rescaled 2 → 3 through a savepoint: the source's partitions, windows and
+    // sink transactions are redistributed.
     let old = job_id(&jobs.get("orders").await.unwrap().status.unwrap());
-    patch(&jobs, serde_json::json!({"image": "weir:v2"})).await;
+    patch(
+        &jobs,
+        serde_json::json!({"image": "weir:v2", "job": {"parallelism": 3},
+                           "taskManager": {"replicas": 3}}),
+    )
+    .await;
     status_until(&jobs, "the upgrade", Duration::from_secs(180), |s| {
         running(s)
             && job_id(s) != old
@@ -149,6 +156,27 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
             && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
     })
     .await;
+    // The new run is the rescaled one (not a rollback to the old spec from the same
+    // savepoint), and it makes progress: checkpoints at parallelism 3.
+    let upgraded = status_until(
+        &jobs,
+        "a checkpoint of the rescaled run",
+        Duration::from_secs(60),
+        |s| {
+            running(s)
+                && s.last_completed_checkpoint
+                    .as_ref()
+                    .is_some_and(|c| s.last_savepoint.as_ref().is_some_and(|sp| c.time > sp.time))
+        },
+    )
+    .await;
+    assert_ne!(
+        upgraded.lifecycle_state,
+        Some(LifecycleState::RolledBack),
+        "{upgraded:#?}"
+    );
+    let deployed = &upgraded.reconciliation.as_ref().unwrap().spec;
+    assert!(deployed.contains("\"parallelism\":3"), "{deployed}");
 
     // Suspended with a savepoint, resumed from it.
     patch(&jobs, serde_json::json!({"job": {"state": "suspended"}})).await;

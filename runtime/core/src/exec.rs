@@ -208,6 +208,7 @@ impl<T: Data> TaskHead for SourceHead<T> {
         let mut reader = self.source.create_reader(&ctx)?;
         if let Some(state) = &self.init.restored {
             match state.operator.as_slice() {
+                positions if state.all_subtasks => reader.restore_all(positions)?,
                 [] => {}
                 [position] => reader.restore(position)?,
                 _ => {
@@ -916,7 +917,7 @@ impl JobPlan {
         self.vertices
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.kind == VertexKind::Source)
+            .filter(|(_, v)| v.kind == VertexKind::Source && !v.factory.redistributes_positions())
             .map(|(i, _)| (self.uids[i].clone(), self.par[i]))
             .collect()
     }
@@ -1089,6 +1090,15 @@ pub(crate) fn deploy(plan: &JobPlan, ctx: AttemptContext) -> Result<Attempt, Job
             let mut inits = Vec::with_capacity(chain.len());
             for &vi in &chain {
                 let restored: Option<RestoredState> = match &ctx.restore {
+                    // A source whose readers take their splits from every old subtask's
+                    // positions, restored at another parallelism.
+                    Some(r)
+                        if vertices[vi].factory.redistributes_positions()
+                            && r.parallelism_of(&plan.uids[vi])
+                                .is_some_and(|old| old != plan.par[vi]) =>
+                    {
+                        r.state_of_all_subtasks(&plan.uids[vi])
+                    }
                     Some(r) => r
                         .state_for(&plan.uids[vi], sub, plan.par[vi])
                         .map_err(|e| JobError::TaskFailed {

@@ -198,6 +198,11 @@ pub(crate) trait VertexFactory: Send + Sync {
         inputs: Vec<AnyBox>,
         next: AnyBox,
     ) -> Result<Box<dyn TaskHead>, OperatorError>;
+    /// A source that can be restored at another parallelism
+    /// ([`crate::Source::redistributes_positions`]).
+    fn redistributes_positions(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) fn downcast<T: 'static>(b: AnyBox, what: &str) -> Result<T, OperatorError> {
@@ -289,6 +294,10 @@ impl<T: Data> VertexFactory for SourceVertex<T> {
             h,
             out,
         )))
+    }
+
+    fn redistributes_positions(&self) -> bool {
+        self.source.redistributes_positions()
     }
 }
 

@@ -49,6 +49,17 @@ pub trait SourceReader<T>: Send {
         Ok(())
     }
 
+    /// Continues from a snapshot taken at another parallelism: `positions` are those of every
+    /// subtask it had, and the reader keeps its own part of them. Called instead of
+    /// [`SourceReader::restore`] for sources whose [`Source::redistributes_positions`] is true.
+    fn restore_all(&mut self, positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+        Err(OperatorError::Source(format!(
+            "this source cannot take the positions of {} subtasks of another parallelism; \
+             restore with the parallelism it had",
+            positions.len()
+        )))
+    }
+
     /// A watermark the reader computes itself (e.g. per partition, merged), emitted whenever
     /// it advances; `None` leaves watermarks to the source's `WatermarkStrategy`.
     fn watermark(&mut self) -> Option<i64> {
@@ -67,6 +78,16 @@ pub trait Source<T>: Send + Sync + 'static {
     /// Creates the reader for one subtask.
     fn create_reader(&self, ctx: &SourceContext)
     -> Result<Box<dyn SourceReader<T>>, OperatorError>;
+
+    /// Whether the source can be restored at another parallelism: its positions are per split
+    /// (a Kafka partition) and its readers pick their splits by a rule of the parallelism, so
+    /// each new reader takes every old subtask's position ([`SourceReader::restore_all`]) and
+    /// keeps its own splits' — Flink's union list state of split positions. A source whose
+    /// position belongs to its subtask as a whole (a generator's sequence) keeps `false` and
+    /// restores only at the parallelism it had.
+    fn redistributes_positions(&self) -> bool {
+        false
+    }
 }
 
 /// A bounded source over a vector of timestamped records, dealt round robin to subtasks, one

@@ -1,7 +1,8 @@
 //! The Kafka source: partitions dealt to subtasks deterministically with `assign` (no consumer
-//! group rebalancing, so a checkpointed position always belongs to the same subtask), offsets
-//! as the checkpointed position, per-partition watermarks, and a policy for records that do
-//! not deserialize.
+//! group rebalancing, so a checkpointed position always belongs to the same subtask at the
+//! same parallelism), offsets per partition as the checkpointed position — at another
+//! parallelism every reader takes its partitions' offsets from all old positions —
+//! per-partition watermarks, and a policy for records that do not deserialize.
 
 use crate::admin::{drop_detached, partitions_of};
 use crate::error::KafkaConnectorError;
@@ -401,6 +402,12 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
                 .map_err(KafkaConnectorError::into_source_error)?,
         ))
     }
+
+    /// Positions are per partition and partitions are dealt by a rule of the parallelism, so
+    /// the source rescales: each new reader keeps its partitions' positions from all of them.
+    fn redistributes_positions(&self) -> bool {
+        true
+    }
 }
 
 /// A count kept twice: over all readers of the source (the builder's accessors) and per
@@ -570,6 +577,21 @@ impl<T> KafkaReader<T> {
                 .map_err(|e| KafkaConnectorError::broker("assigning new partitions", e))?;
         }
         Ok(())
+    }
+
+    /// Continues this reader's partitions from `pos`, which may hold other subtasks'
+    /// partitions too (a restore at another parallelism hands every reader all of them); the
+    /// next poll assigns at the restored positions.
+    fn restore_positions(&mut self, pos: &Position) {
+        for (key, st) in &mut self.parts {
+            match pos.get(key) {
+                Some(next) => st.next = *next,
+                // Created after the checkpoint was taken (found by discovery or present only
+                // now): everything in it is newer than the checkpoint, so read it all.
+                None => st.next = st.low,
+            }
+        }
+        self.assigned = false;
     }
 
     fn position_map(&self) -> Position {
@@ -796,6 +818,13 @@ fn is_transient(e: &KafkaError) -> bool {
     )
 }
 
+/// A position written by [`SourceReader::position`].
+fn decode_position(bytes: &[u8]) -> Result<Position, OperatorError> {
+    bincode::deserialize(bytes).map_err(|e| {
+        KafkaConnectorError::CorruptState(format!("source position: {e}")).into_source_error()
+    })
+}
+
 impl<T: Send> SourceReader<T> for KafkaReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>) -> Result<SourcePoll, OperatorError> {
         self.poll_records(out)
@@ -820,21 +849,26 @@ impl<T: Send> SourceReader<T> for KafkaReader<T> {
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let pos: Position = bincode::deserialize(position).map_err(|e| {
-            KafkaConnectorError::CorruptState(format!("source position: {e}")).into_source_error()
-        })?;
-        for (key, st) in &mut self.parts {
-            match pos.get(key) {
-                Some(next) => st.next = *next,
-                // Created after the checkpoint was taken (found by discovery or present only
-                // now): everything in it is newer than the checkpoint, so read it all.
-                None => st.next = st.low,
+        let pos = decode_position(position)?;
+        self.restore_positions(&pos);
+        Ok(())
+    }
+
+    fn restore_all(&mut self, positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+        // Each partition had one owner at the old parallelism, so the maps do not overlap.
+        let mut all = Position::new();
+        for p in positions {
+            for (key, next) in decode_position(p)? {
+                if all.insert(key.clone(), next).is_some() {
+                    return Err(KafkaConnectorError::CorruptState(format!(
+                        "source position: partition {} [{}] has a position in two subtasks",
+                        key.0, key.1
+                    ))
+                    .into_source_error());
+                }
             }
         }
-        // Partitions of another subtask cannot appear in `pos`: sources restore at the
-        // parallelism they had, and assignment is a pure function of it. The next poll
-        // assigns at the restored positions.
-        self.assigned = false;
+        self.restore_positions(&all);
         Ok(())
     }
 

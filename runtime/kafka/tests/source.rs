@@ -126,6 +126,68 @@ fn restores_from_positions_without_loss_or_duplicates() {
     assert_eq!(all, expected());
 }
 
+/// A restore at another parallelism hands every new reader the positions of all old
+/// subtasks; each continues its own partitions from them: 2 → 3 → 1 readers, nothing read
+/// twice, nothing skipped.
+#[test]
+fn readers_rescale_taking_their_partitions_from_every_old_position() {
+    let mut topics = Topics::new();
+    let topic = filled_topic(&mut topics);
+    let source = KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()])
+        .bounded(true)
+        .max_batch(7);
+    assert!(Source::<String>::redistributes_positions(&source));
+    let mut all = Vec::new();
+    // Two readers read part of their partitions.
+    let mut positions = Vec::new();
+    for subtask in 0..2 {
+        let mut r = source.create_reader(&ctx(subtask, 2)).unwrap();
+        let (part, done) = drain(r.as_mut(), 40);
+        assert!(!done);
+        all.extend(part.into_iter().map(|r| r.value));
+        positions.push(r.position());
+    }
+    // Three readers continue from both positions, each with its own partitions.
+    let mut next = Vec::new();
+    for subtask in 0..3 {
+        let mut r = source.create_reader(&ctx(subtask, 3)).unwrap();
+        r.restore_all(&positions).unwrap();
+        let (part, _) = drain(r.as_mut(), 30);
+        for rec in &part {
+            let i: usize = rec.value[1..].parse().unwrap();
+            assert_eq!(
+                owner_of(&topic, (i % 4) as i32, 3),
+                subtask,
+                "{}",
+                rec.value
+            );
+        }
+        all.extend(part.into_iter().map(|r| r.value));
+        next.push(r.position());
+    }
+    // One reader finishes everything from the three positions.
+    let mut r = source.create_reader(&ctx(0, 1)).unwrap();
+    r.restore_all(&next).unwrap();
+    let (rest, done) = drain(r.as_mut(), usize::MAX);
+    assert!(done);
+    all.extend(rest.into_iter().map(|r| r.value));
+    all.sort();
+    assert_eq!(all, expected());
+}
+
+/// Positions that claim the same partition twice are refused, not merged by a guess.
+#[test]
+fn overlapping_positions_are_refused() {
+    let mut topics = Topics::new();
+    let topic = filled_topic(&mut topics);
+    let source = KafkaSource::strings(topics.bootstrap.clone(), &[topic.as_str()]).bounded(true);
+    let r = source.create_reader(&ctx(0, 1)).unwrap();
+    let p = r.position();
+    let mut again = source.create_reader(&ctx(0, 2)).unwrap();
+    let e = again.restore_all(&[p.clone(), p]).unwrap_err().to_string();
+    assert!(e.contains("two subtasks"), "{e}");
+}
+
 /// Restarts open a reader, restore it and may close it at once (a task failing again right
 /// after a restore). librdkafka (up to 2.15, its issue #5573) can abort the process when a
 /// partition is assigned, reassigned and removed again before its first stop completed, so a

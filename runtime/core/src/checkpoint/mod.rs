@@ -407,6 +407,9 @@ pub struct RestoredState {
     pub keyed: Vec<StateEntry>,
     /// Operator state items for this subtask.
     pub operator: Vec<Vec<u8>>,
+    /// `operator` holds the items of every subtask the operator had, not a share of them: a
+    /// source that redistributes its positions, restored at another parallelism.
+    pub all_subtasks: bool,
     /// Native backend snapshots whose key groups overlap this subtask's (one when the
     /// parallelism is unchanged); the backend restores from them.
     pub native: Vec<NativeState>,

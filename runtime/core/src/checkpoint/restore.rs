@@ -253,6 +253,21 @@ impl RestoredJob {
         Ok(())
     }
 
+    /// The operator state items of every subtask of operator `uid` (a source that redistributes
+    /// its positions, restored at another parallelism), for each new subtask to take its part.
+    pub fn state_of_all_subtasks(&self, uid: &str) -> Option<RestoredState> {
+        let states = self.operators.get(uid)?;
+        Some(RestoredState {
+            keyed: Vec::new(),
+            operator: states
+                .iter()
+                .flat_map(|s| s.operator.iter().cloned())
+                .collect(),
+            native: Vec::new(),
+            all_subtasks: true,
+        })
+    }
+
     /// The parallelism operator `uid` had when the snapshot was taken.
     pub fn parallelism_of(&self, uid: &str) -> Option<u32> {
         self.operators.get(uid).map(|s| s.len() as u32)
@@ -306,6 +321,7 @@ impl RestoredJob {
             keyed,
             operator,
             native,
+            all_subtasks: false,
         }))
     }
 
