@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_api::{StreamJob, StreamJobStatus};
 use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
@@ -121,22 +121,8 @@ async fn the_operator_runs_a_streamjob_and_recovers_its_pods() {
     // A TaskManager pod vanishes: the StatefulSet replaces it and the job restarts from its
     // latest checkpoint.
     let pods: Api<Pod> = s.ns.api();
-    pods.delete("orders-taskmanager-0", &DeleteParams::default())
-        .await
-        .unwrap();
-    let after_tm = status_until(
-        jobs,
-        "recovery from the TaskManager's loss",
-        Duration::from_secs(120),
-        |s| {
-            running(s)
-                && s.restart_count >= 1
-                && s.last_completed_checkpoint
-                    .as_ref()
-                    .is_some_and(|c| c.id > first_checkpoint)
-        },
-    )
-    .await;
+    let after_tm =
+        common::kill_and_recover(jobs, &pods, "orders-taskmanager-0", first_checkpoint).await;
 
     // The JobManager pod vanishes: the Deployment replaces it, and the new JobManager restores
     // the latest checkpoint from checkpoint storage.
@@ -335,20 +321,12 @@ async fn a_suspended_job_runs_no_pods_and_resumes_from_its_savepoint() {
         weir_api::SavepointTriggerType::Suspend
     );
     let pods: Api<Pod> = s.ns.api();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pods
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=orders"))
-        .await
-        .unwrap()
-        .items
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "pods still there while suspended"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::pods_gone(
+        &pods,
+        "pods still there while suspended",
+        Duration::from_secs(60),
+    )
+    .await;
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = s.ns.api();
     assert!(cms.get_opt("orders-config").await.unwrap().is_some());
     s.jobs

@@ -18,20 +18,14 @@ mod common;
 #[path = "../../runtime/kafka/tests/test_support/mod.rs"]
 mod test_support;
 
-use common::{
-    TestBucket, TestDir, job_id, manifest, patch, running, start_controller, status_until,
-    weir_binary,
-};
+use common::{TestBucket, job_id, manifest, patch, running, status_until};
 use k8s_openapi::api::core::v1::Pod;
-use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use test_support::Topics;
 use weir_api::{JobState, LifecycleState, SavepointTriggerType, StreamJob};
-use weir_kube_test::TestNamespace;
-use weir_kube_test::kubelet::Kubelet;
 use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
 
 const COUNT: u64 = 12_000;
@@ -76,10 +70,7 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
     let input = topics.create("lifecycle-orders", 4);
     let output = topics.create("lifecycle-summaries", 4);
 
-    let ns = TestNamespace::create("op-kafka").await;
-    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
-    let test_dir = TestDir::new("weir-op-kafka", &ns);
-    let dir = test_dir.0.clone();
+    let (ns, _test_dir, kubelet, controller) = common::start("op-kafka").await;
     common::s3_secret(&ns).await;
 
     // The orders arrive while the job runs: 500 every 250 ms.
@@ -109,8 +100,6 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
         })
     };
 
-    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
-    let controller = start_controller(&ns, &kubelet);
     let jobs: Api<StreamJob> = ns.api();
     let pods: Api<Pod> = ns.api();
     jobs.create(
@@ -126,17 +115,7 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
 
     // A TaskManager pod killed: recovered from the S3 checkpoint.
     let before = first.last_completed_checkpoint.as_ref().unwrap().id;
-    pods.delete("orders-taskmanager-1", &DeleteParams::default())
-        .await
-        .unwrap();
-    status_until(&jobs, "recovery", Duration::from_secs(120), |s| {
-        running(s)
-            && s.restart_count >= 1
-            && s.last_completed_checkpoint
-                .as_ref()
-                .is_some_and(|c| c.id > before)
-    })
-    .await;
+    common::kill_and_recover(&jobs, &pods, "orders-taskmanager-1", before).await;
 
     // Upgraded and rescaled 2 → 3 through a savepoint: the source's partitions, windows and
     // sink transactions are redistributed.
@@ -210,17 +189,12 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
     )
     .await;
     common::delete_until_gone(&jobs, Duration::from_secs(120)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pods
-        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=orders"))
-        .await
-        .unwrap()
-        .items
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "pods outlived their StreamJob");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    common::pods_gone(
+        &pods,
+        "pods outlived their StreamJob",
+        Duration::from_secs(60),
+    )
+    .await;
     jobs.create(
         &PostParams::default(),
         &manifest(spec(&bucket, &bootstrap, &input, &output, true)),

@@ -17,20 +17,13 @@
 
 mod common;
 
-use common::{
-    TestBucket, TestDir, job_id, manifest, patch, running, start_controller, status_until,
-    weir_binary,
-};
+use common::{TestBucket, job_id, manifest, patch, running, status_until};
 use k8s_openapi::api::core::v1::Pod;
-use kube::CustomResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_api::{LifecycleState, SavepointTriggerType, StreamJob, StreamJobStatus};
 use weir_core::checkpoint::storage::CheckpointStorage;
-use weir_kube_test::TestNamespace;
-use weir_kube_test::kubelet::Kubelet;
-use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
 use weir_s3::S3Storage;
 
 const COUNT: u64 = 60_000;
@@ -73,44 +66,14 @@ fn lifecycle(s: &StreamJobStatus) -> Option<LifecycleState> {
     s.lifecycle_state
 }
 
-async fn pods_of(pods: &Api<Pod>) -> Vec<Pod> {
-    pods.list(&ListParams::default().labels("app.kubernetes.io/instance=orders"))
-        .await
-        .unwrap()
-        .items
-}
-
-fn expected() -> Vec<UserSummary> {
-    expected_summaries(&OrdersConfig {
-        count: Some(COUNT),
-        users: USERS,
-        seed: SEED,
-        ..OrdersConfig::default()
-    })
-}
-
-fn committed(dir: &Path) -> Vec<UserSummary> {
-    let mut out: Vec<UserSummary> = weir_connectors::read_committed(dir)
-        .unwrap()
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_without_losing_a_record()
 {
-    let ns = TestNamespace::create("op-lifecycle").await;
-    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
-    let test_dir = TestDir::new("weir-op-lifecycle", &ns);
+    let (ns, test_dir, kubelet, controller) = common::start("op-lifecycle").await;
     let dir = test_dir.0.clone();
     let test_bucket = TestBucket::create("weir-lifecycle").await;
     let bucket = test_bucket.0.clone();
     common::s3_secret(&ns).await;
-    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
-    let controller = start_controller(&ns, &kubelet);
     let jobs: Api<StreamJob> = ns.api();
     let pods: Api<Pod> = ns.api();
     let v1 = spec(&dir, &test_bucket, "150", "weir:v1");
@@ -134,17 +97,7 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
 
     // A TaskManager pod is killed: the job restarts from its latest S3 checkpoint.
     let before = stable.last_completed_checkpoint.as_ref().unwrap().id;
-    pods.delete("orders-taskmanager-0", &DeleteParams::default())
-        .await
-        .unwrap();
-    status_until(&jobs, "recovery", Duration::from_secs(120), |s| {
-        running(s)
-            && s.restart_count >= 1
-            && s.last_completed_checkpoint
-                .as_ref()
-                .is_some_and(|c| c.id > before)
-    })
-    .await;
+    common::kill_and_recover(&jobs, &pods, "orders-taskmanager-0", before).await;
 
     // Upgrade: image and args change. The job stops with a savepoint and the new spec
     // restores it.
@@ -235,11 +188,12 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
         suspend_savepoint.trigger_type,
         SavepointTriggerType::Suspend
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pods_of(&pods).await.is_empty() {
-        assert!(Instant::now() < deadline, "pods still run while suspended");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::pods_gone(
+        &pods,
+        "pods still run while suspended",
+        Duration::from_secs(60),
+    )
+    .await;
 
     // Resumed from the suspension's savepoint.
     patch(&jobs, serde_json::json!({"job": {"state": "running"}})).await;
@@ -277,11 +231,12 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
     })
     .await;
     common::delete_until_gone(&jobs, Duration::from_secs(120)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pods_of(&pods).await.is_empty() {
-        assert!(Instant::now() < deadline, "pods outlived their StreamJob");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    common::pods_gone(
+        &pods,
+        "pods outlived their StreamJob",
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(before_delete.lifecycle_state.is_some());
 
     // Created again on the same checkpoint storage, as fast as it goes: it resumes from the
@@ -309,8 +264,8 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
     .await;
 
     // Nothing lost, nothing duplicated.
-    let out = committed(&dir.join("out"));
-    let want = expected();
+    let out = common::committed_summaries(&dir.join("out"));
+    let want = common::orders_oracle(COUNT, USERS, SEED);
     assert_eq!(
         out.len(),
         want.len(),

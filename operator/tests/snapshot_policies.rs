@@ -19,17 +19,14 @@
 
 mod common;
 
-use common::{TestDir, job_id, patch, running, start_controller, status_until, weir_binary};
+use common::{job_id, patch, running, status_until};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::CustomResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_api::{LifecycleState, SavepointTriggerType, StreamJob, StreamJobStatus};
 use weir_kube_test::TestNamespace;
-use weir_kube_test::kubelet::Kubelet;
-use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
 
 const COUNT: u64 = 60_000;
 const USERS: u64 = 50;
@@ -104,12 +101,8 @@ fn blocked(s: &StreamJobStatus) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_savepoints_are_retried_then_fall_back_old_savepoints_expire_and_retain_keeps_state()
  {
-    let ns = TestNamespace::create("op-snapshots").await;
-    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
-    let test_dir = TestDir::new("weir-op-snapshots", &ns);
+    let (ns, test_dir, kubelet, controller) = common::start("op-snapshots").await;
     let dir = test_dir.0.clone();
-    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
-    let controller = start_controller(&ns, &kubelet);
     let jobs: Api<StreamJob> = ns.api();
     let pods: Api<Pod> = ns.api();
 
@@ -222,17 +215,12 @@ async fn failing_savepoints_are_retried_then_fall_back_old_savepoints_expire_and
     // deletionPolicy retain: deleted without a final savepoint, checkpoints kept.
     patch(&jobs, serde_json::json!({"deletionPolicy": "retain"})).await;
     common::delete_until_gone(&jobs, Duration::from_secs(60)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pods
-        .list(&ListParams::default().labels("app.kubernetes.io/instance=orders"))
-        .await
-        .unwrap()
-        .items
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "pods outlived their StreamJob");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    common::pods_gone(
+        &pods,
+        "pods outlived their StreamJob",
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(snapshots(&savepoints, "savepoint-"), on_disk);
     assert!(!snapshots(&checkpoints, "chk-").is_empty());
 
@@ -258,18 +246,8 @@ async fn failing_savepoints_are_retried_then_fall_back_old_savepoints_expire_and
     .await;
 
     // Nothing lost, nothing duplicated.
-    let mut out: Vec<UserSummary> = weir_connectors::read_committed(&dir.join("out"))
-        .unwrap()
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    out.sort();
-    let want = expected_summaries(&OrdersConfig {
-        count: Some(COUNT),
-        users: USERS,
-        seed: SEED,
-        ..OrdersConfig::default()
-    });
+    let out = common::committed_summaries(&dir.join("out"));
+    let want = common::orders_oracle(COUNT, USERS, SEED);
     assert_eq!(out.len(), want.len());
     assert_eq!(out, want);
     controller.abort();

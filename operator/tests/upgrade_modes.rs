@@ -13,13 +13,11 @@
 
 mod common;
 
-use common::{TestDir, job_id, patch, running, start_controller, status_until, weir_binary};
-use kube::CustomResourceExt;
+use common::{job_id, patch, running, status_until};
 use kube::api::{Api, PostParams};
 use std::time::{Duration, Instant};
 use weir_api::rest::JobOverview;
 use weir_api::{SavepointTriggerType, StreamJob, StreamJobStatus};
-use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
 
 /// `GET /v1/job` of the job's JobManager, through the stand-in's Service proxy.
@@ -40,12 +38,8 @@ async fn overview(kubelet: &Kubelet, ns: &str) -> Option<JobOverview> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn savepoints_on_request_and_on_schedule_rescaling_last_state_stateless_and_dispose() {
-    let ns = TestNamespace::create("op-modes").await;
-    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
-    let test_dir = TestDir::new("weir-op-modes", &ns);
+    let (ns, test_dir, kubelet, controller) = common::start("op-modes").await;
     let dir = test_dir.0.clone();
-    let kubelet = Kubelet::start(ns.client(), ns.name(), weir_binary(), dir.join("pods")).await;
-    let controller = start_controller(&ns, &kubelet);
     let checkpoints = dir.join("checkpoints");
     // The source keeps parallelism 1 (its positions belong to its subtasks); the windows after
     // it are rescaled.

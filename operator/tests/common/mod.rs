@@ -1,9 +1,11 @@
 //! What the operator's end-to-end tests share: the `weir` binary the kubelet stand-in runs, the
-//! controller started in-process, and waiting for a status.
+//! controller started in-process, waiting for a status or for pods to go, a pod killed and the
+//! job's recovery, and the `orders` program's oracle and committed output.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test crate uses a part; tests fail loudly
 
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use weir_api::{JobState, StreamJob, StreamJobStatus};
 use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
 use weir_operator::controller;
+use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
 
 /// The `weir` binary next to the test binary.
 pub fn weir_binary() -> PathBuf {
@@ -123,6 +126,80 @@ pub async fn patch(jobs: &Api<StreamJob>, spec: serde_json::Value) {
 /// The id of the run the status reports.
 pub fn job_id(s: &StreamJobStatus) -> Option<String> {
     s.job_status.as_ref().and_then(|j| j.job_id.clone())
+}
+
+/// A namespace with the StreamJob CRD, the test's working directory (`weir-<prefix>-…`), the
+/// kubelet stand-in running pods from it, and the controller.
+pub async fn start(prefix: &str) -> (TestNamespace, TestDir, Kubelet, tokio::task::JoinHandle<()>) {
+    use kube::CustomResourceExt;
+    let ns = TestNamespace::create(prefix).await;
+    weir_kube_test::install_crd(&ns.client(), StreamJob::crd()).await;
+    let test_dir = TestDir::new(&format!("weir-{prefix}"), &ns);
+    let kubelet = Kubelet::start(
+        ns.client(),
+        ns.name(),
+        weir_binary(),
+        test_dir.0.join("pods"),
+    )
+    .await;
+    let controller = start_controller(&ns, &kubelet);
+    (ns, test_dir, kubelet, controller)
+}
+
+/// Waits until no pod of the StreamJob `orders` is left; fails with `what` after `timeout`.
+pub async fn pods_gone(pods: &Api<Pod>, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !pods
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=orders"))
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes pod `pod` and waits until the job has restarted and completed a checkpoint after
+/// checkpoint `after`; the status then.
+pub async fn kill_and_recover(
+    jobs: &Api<StreamJob>,
+    pods: &Api<Pod>,
+    pod: &str,
+    after: u64,
+) -> StreamJobStatus {
+    pods.delete(pod, &DeleteParams::default()).await.unwrap();
+    status_until(jobs, "recovery", Duration::from_secs(120), |s| {
+        running(s)
+            && s.restart_count >= 1
+            && s.last_completed_checkpoint
+                .as_ref()
+                .is_some_and(|c| c.id > after)
+    })
+    .await
+}
+
+/// The summaries the bounded `orders` program computes from its generator: the oracle an
+/// exactly-once output is compared with.
+pub fn orders_oracle(count: u64, users: u64, seed: u64) -> Vec<UserSummary> {
+    expected_summaries(&OrdersConfig {
+        count: Some(count),
+        users,
+        seed,
+        ..OrdersConfig::default()
+    })
+}
+
+/// The summaries committed by the exactly-once file sink under `dir`, sorted.
+pub fn committed_summaries(dir: &std::path::Path) -> Vec<UserSummary> {
+    let mut out: Vec<UserSummary> = weir_connectors::read_committed(dir)
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    out.sort();
+    out
 }
 
 /// A test's working directory (pod files and logs, checkpoints, output), named after its
