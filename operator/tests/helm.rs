@@ -16,7 +16,7 @@ use kube::discovery::{Scope, pinned_kind};
 use kube::{Client, CustomResourceExt};
 use std::path::PathBuf;
 use std::time::Duration;
-use weir_api::{SavepointTriggerType, StreamJob};
+use weir_api::StreamJob;
 use weir_kube_test::TestNamespace;
 use weir_kube_test::kubelet::Kubelet;
 
@@ -180,15 +180,7 @@ async fn the_helm_installed_operator_runs_and_upgrades_a_streamjob_with_its_own_
     // Upgraded through a savepoint by the operator pod.
     common::patch(&jobs, serde_json::json!({"image": "weir:v2"})).await;
     let old = first.job_status.as_ref().and_then(|j| j.job_id.clone());
-    status_until(&jobs, "the upgrade", Duration::from_secs(180), |s| {
-        running(s)
-            && s.job_status.as_ref().and_then(|j| j.job_id.clone()) != old
-            && s.last_savepoint
-                .as_ref()
-                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Upgrade)
-            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
-    })
-    .await;
+    common::upgraded_from_savepoint(&jobs, "the upgrade", old, Duration::from_secs(180)).await;
 
     // Deleted with a final savepoint; the finalizer released by the operator pod.
     common::delete_until_gone(&jobs, Duration::from_secs(120)).await;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use test_support::Topics;
-use weir_api::{JobState, LifecycleState, SavepointTriggerType, StreamJob};
+use weir_api::{LifecycleState, SavepointTriggerType, StreamJob};
 use weir_programs::orders::{OrdersConfig, UserSummary, expected_summaries};
 
 const COUNT: u64 = 12_000;
@@ -126,15 +126,7 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
                            "taskManager": {"replicas": 3}}),
     )
     .await;
-    status_until(&jobs, "the upgrade", Duration::from_secs(180), |s| {
-        running(s)
-            && job_id(s) != old
-            && s.last_savepoint
-                .as_ref()
-                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Upgrade)
-            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
-    })
-    .await;
+    common::upgraded_from_savepoint(&jobs, "the upgrade", old, Duration::from_secs(180)).await;
     // The new run is the rescaled one (not a rollback to the old spec from the same
     // savepoint), and it makes progress: checkpoints at parallelism 3.
     let upgraded = status_until(
@@ -201,13 +193,7 @@ async fn kafka_to_kafka_exactly_once_through_failover_upgrade_suspend_and_deleti
     )
     .await
     .unwrap();
-    let again = status_until(
-        &jobs,
-        "the end of the input",
-        Duration::from_secs(180),
-        |s| s.job_status.as_ref().and_then(|j| j.state) == Some(JobState::Finished),
-    )
-    .await;
+    let again = common::finished(&jobs, Duration::from_secs(180)).await;
     assert!(
         again
             .restored_from

@@ -107,15 +107,9 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
         serde_json::json!({"image": "weir:v2", "job": {"args": {"rate": "200"}}}),
     )
     .await;
-    let upgraded = status_until(&jobs, "the upgrade", Duration::from_secs(180), |s| {
-        running(s)
-            && job_id(s) != old_job
-            && s.last_savepoint
-                .as_ref()
-                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Upgrade)
-            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
-    })
-    .await;
+    let upgraded =
+        common::upgraded_from_savepoint(&jobs, "the upgrade", old_job, Duration::from_secs(180))
+            .await;
     let upgrade_savepoint = upgraded.last_savepoint.clone().unwrap().path;
     assert!(
         upgrade_savepoint.starts_with(&format!("s3://{bucket}/orders/savepoints/savepoint-")),
@@ -255,13 +249,7 @@ async fn a_streamjob_is_upgraded_rolled_back_suspended_resumed_and_deleted_witho
     .await;
     let final_savepoint = again.restored_from.clone().unwrap();
     assert_ne!(final_savepoint, suspend_savepoint.path);
-    status_until(
-        &jobs,
-        "the end of the input",
-        Duration::from_secs(240),
-        |s| s.job_status.as_ref().and_then(|j| j.state) == Some(weir_api::JobState::Finished),
-    )
-    .await;
+    common::finished(&jobs, Duration::from_secs(240)).await;
 
     // Nothing lost, nothing duplicated.
     let out = common::committed_summaries(&dir.join("out"));

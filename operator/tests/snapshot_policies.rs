@@ -237,13 +237,7 @@ async fn failing_savepoints_are_retried_then_fall_back_old_savepoints_expire_and
         again.restored_from.as_deref().unwrap().contains("/chk-"),
         "{again:#?}"
     );
-    status_until(
-        &jobs,
-        "the end of the input",
-        Duration::from_secs(240),
-        |s| s.job_status.as_ref().and_then(|j| j.state) == Some(weir_api::JobState::Finished),
-    )
-    .await;
+    common::finished(&jobs, Duration::from_secs(240)).await;
 
     // Nothing lost, nothing duplicated.
     let out = common::committed_summaries(&dir.join("out"));

@@ -115,14 +115,12 @@ async fn savepoints_on_request_and_on_schedule_rescaling_last_state_stateless_an
     // Parallelism 2 → 4 through a savepoint: the window state is redistributed.
     let before = job_id(&jobs.get("orders").await.unwrap().status.unwrap());
     patch(&jobs, serde_json::json!({"job": {"parallelism": 4}})).await;
-    let rescaled = status_until(&jobs, "the rescaled job", Duration::from_secs(120), |s| {
-        running(s)
-            && job_id(s) != before
-            && s.last_savepoint
-                .as_ref()
-                .is_some_and(|sp| sp.trigger_type == SavepointTriggerType::Upgrade)
-            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
-    })
+    let rescaled = common::upgraded_from_savepoint(
+        &jobs,
+        "the rescaled job",
+        before,
+        Duration::from_secs(120),
+    )
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

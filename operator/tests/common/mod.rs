@@ -180,6 +180,33 @@ pub async fn kill_and_recover(
     .await
 }
 
+/// Waits until a run other than `old` runs, restored from the upgrade savepoint the status
+/// records last (`what` names it in a failure); the status then.
+pub async fn upgraded_from_savepoint(
+    jobs: &Api<StreamJob>,
+    what: &str,
+    old: Option<String>,
+    timeout: Duration,
+) -> StreamJobStatus {
+    status_until(jobs, what, timeout, |s| {
+        running(s)
+            && job_id(s) != old
+            && s.last_savepoint
+                .as_ref()
+                .is_some_and(|sp| sp.trigger_type == weir_api::SavepointTriggerType::Upgrade)
+            && s.restored_from == s.last_savepoint.as_ref().map(|sp| sp.path.clone())
+    })
+    .await
+}
+
+/// Waits until the job has finished (a bounded input read to its end).
+pub async fn finished(jobs: &Api<StreamJob>, timeout: Duration) -> StreamJobStatus {
+    status_until(jobs, "the end of the input", timeout, |s| {
+        s.job_status.as_ref().and_then(|j| j.state) == Some(JobState::Finished)
+    })
+    .await
+}
+
 /// The summaries the bounded `orders` program computes from its generator: the oracle an
 /// exactly-once output is compared with.
 pub fn orders_oracle(count: u64, users: u64, seed: u64) -> Vec<UserSummary> {
